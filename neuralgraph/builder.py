@@ -1,0 +1,183 @@
+"""Declarative construction of neural graphs.
+
+Converters describe an architecture with node groups and edge blocks::
+
+    b = GraphBuilder(specs, arch="mlp")
+    x = b.group("input", 4, role="input")
+    h = b.group("0", 5, role="hidden")
+    b.dense(b.param("0.weight"), src=x, dst=h, edge_type=LINEAR)   # weight stored (out, in)
+    b.bias(b.param("0.bias"), dst=h)
+    b.permutable(h)
+    graph = b.build(lpe=8)
+
+Views passed to :meth:`GraphBuilder.dense` are shaped ``(n_dst, n_src, *kernel)`` — PyTorch's
+``(out, in, ...)`` layout; pass ``view.t()`` for weights stored ``(in, out)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import edge_types as et
+from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
+from .errors import GraphConstructionError
+from .graph import NeuralGraph, UnitBuffer
+from .groups import ROLES, NodeGroup, NodeRange, as_range
+from .params import ParamSpec, ParamView
+from .symmetry import Permutable
+
+__all__ = ["GraphBuilder"]
+
+
+class GraphBuilder:
+    """Collects node groups, edge blocks and symmetries, then builds a :class:`NeuralGraph`."""
+
+    def __init__(self, params: Sequence[ParamSpec], *, arch: str = "custom") -> None:
+        self.params = list(params)
+        self.arch = arch
+        self._specs = {p.name: p for p in self.params}
+        self._groups: list[NodeGroup] = []
+        self._blocks: list[EdgeBlock] = []
+        self._symmetries: list[Permutable] = []
+        self._buffers: list[UnitBuffer] = []
+        self._num_nodes = 0
+        self._num_edges = 0
+        self.meta: dict = {}
+
+    # ------------------------------------------------------------------ parameters
+    def has_param(self, name: str) -> bool:
+        return name in self._specs
+
+    def param(self, name: str) -> ParamView:
+        """The whole parameter ``name`` as a view (raises naming the parameter if unknown)."""
+        try:
+            return self._specs[name].view()
+        except KeyError:
+            raise GraphConstructionError(
+                f"{self.arch} converter: the model has no parameter '{name}'"
+            ) from None
+
+    # ------------------------------------------------------------------ nodes
+    def group(self, name: str, size: int, *, role: str, tokens: bool = False) -> NodeGroup:
+        """Append a node group of ``size`` nodes."""
+        if role not in ROLES:
+            raise GraphConstructionError(f"node group '{name}': unknown role '{role}' (known: {', '.join(ROLES)})")
+        if any(g.name == name for g in self._groups):
+            raise GraphConstructionError(f"node group '{name}' declared twice")
+        if size < 1:
+            raise GraphConstructionError(f"node group '{name}' must have at least one node, got {size}")
+        g = NodeGroup(name, self._num_nodes, int(size), role, tokens)
+        self._groups.append(g)
+        self._num_nodes += g.size
+        return g
+
+    def bias_node(self, name: str) -> NodeGroup:
+        """A single node carrying one 1-D parameter (bias or norm scale) to the units it acts on."""
+        return self.group(name, 1, role="bias")
+
+    # ------------------------------------------------------------------ edges
+    def _add(self, name, kind, src, dst, edge_type, view=None, value=0.0) -> EdgeBlock:
+        block = EdgeBlock(name, kind, as_range(src), as_range(dst), int(edge_type), self._num_edges, view, float(value))
+        self._blocks.append(block)
+        self._num_edges = block.edge_stop
+        return block
+
+    def dense(
+        self,
+        view: ParamView,
+        src: NodeGroup | NodeRange,
+        dst: NodeGroup | NodeRange,
+        edge_type: int,
+        *,
+        name: str | None = None,
+    ) -> EdgeBlock:
+        """Every ``src`` node to every ``dst`` node; ``view`` is ``(n_dst, n_src, *kernel)``."""
+        src, dst = as_range(src), as_range(dst)
+        if view.ndim < 2 or view.shape[:2] != (dst.size, src.size):
+            raise GraphConstructionError(
+                f"dense block '{name or view.name}': view of shape {view.shape} does not connect "
+                f"{src.size} source nodes ({src}) to {dst.size} target nodes ({dst}); expected "
+                f"({dst.size}, {src.size}, ...)"
+            )
+        edges = view.t().reshape_tail(2)
+        return self._add(name or view.name, DENSE, src, dst, edge_type, edges)
+
+    def star(
+        self, view: ParamView, src: NodeGroup, dst: NodeGroup | NodeRange, edge_type: int, *, name: str | None = None
+    ) -> EdgeBlock:
+        """One node (``src``, size 1) to every ``dst`` node; ``view`` is 1-D of size ``n_dst``."""
+        dst = as_range(dst)
+        if view.shape != (dst.size,):
+            raise GraphConstructionError(
+                f"star block '{name or view.name}': parameter of shape {view.shape} cannot act on "
+                f"{dst.size} nodes of '{dst}'"
+            )
+        return self._add(name or view.name, STAR, src, dst, edge_type, view.reshape_tail(1))
+
+    def bias(self, view: ParamView, dst: NodeGroup | NodeRange, edge_type: int = et.BIAS) -> NodeGroup:
+        """Create the parameter's own node and a star block from it to ``dst``; returns the node."""
+        node = self.bias_node(view.name)
+        self.star(view, node, dst, edge_type)
+        return node
+
+    def diagonal(
+        self,
+        src: NodeGroup | NodeRange,
+        dst: NodeGroup | NodeRange,
+        edge_type: int,
+        *,
+        view: ParamView | None = None,
+        value: float | None = None,
+        name: str | None = None,
+    ) -> EdgeBlock:
+        """Unit ``i`` of ``src`` to unit ``i`` of ``dst``: parameter values or a fixed value."""
+        src, dst = as_range(src), as_range(dst)
+        if src.size != dst.size:
+            raise GraphConstructionError(f"diagonal block '{name}': {src} and {dst} differ in size")
+        if view is not None:
+            if view.shape != (dst.size,):
+                raise GraphConstructionError(f"diagonal block '{name or view.name}': view shape {view.shape}")
+            return self._add(name or view.name, DIAGONAL, src, dst, edge_type, view.reshape_tail(1))
+        if value is None:
+            value = et.AUXILIARY_VALUES.get(edge_type, 1.0)
+        return self._add(name or f"{src}->{dst}", DIAGONAL, src, dst, edge_type, None, value)
+
+    def residual(self, src: NodeGroup | NodeRange, dst: NodeGroup | NodeRange, *, name: str | None = None) -> EdgeBlock:
+        """A residual (identity) connection: auxiliary diagonal block of type RESIDUAL."""
+        return self.diagonal(src, dst, et.RESIDUAL, name=name or f"{as_range(dst)}.res")
+
+    # ------------------------------------------------------------------ symmetries, buffers
+    def permutable(self, *groups: NodeGroup, segments: int = 1) -> Permutable:
+        """Declare that permuting these groups together (within segments) keeps the function."""
+        sizes = {g.size for g in groups}
+        if len(sizes) != 1:
+            raise GraphConstructionError(f"permutable groups {[g.name for g in groups]} differ in size")
+        sym = Permutable(tuple(g.name for g in groups), segments)
+        self._symmetries.append(sym)
+        return sym
+
+    def unit_buffer(self, name: str, group: NodeGroup, dim: int = 0) -> None:
+        """Declare a per-unit buffer (e.g. BatchNorm running mean) that moves with ``group``."""
+        self._buffers.append(UnitBuffer(name, group.name, dim))
+
+    # ------------------------------------------------------------------ build
+    def build(self, *, lpe: int = 8) -> NeuralGraph:
+        """Add one self-loop per node and return the validated :class:`NeuralGraph`."""
+        if not self._groups:
+            raise GraphConstructionError(f"{self.arch} converter declared no nodes")
+        everything = NodeRange("*", 0, 0, self._num_nodes)
+        blocks = list(self._blocks)
+        blocks.append(
+            EdgeBlock("self_loops", DIAGONAL, everything, everything, et.SELF_LOOP, self._num_edges, None,
+                      et.AUXILIARY_VALUES[et.SELF_LOOP])
+        )
+        return NeuralGraph(
+            groups=tuple(self._groups),
+            blocks=tuple(blocks),
+            params=tuple(self.params),
+            symmetries=tuple(self._symmetries),
+            buffers=tuple(self._buffers),
+            arch=self.arch,
+            lpe=lpe,
+            meta=dict(self.meta),
+        )

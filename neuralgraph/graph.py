@@ -1,0 +1,382 @@
+"""The :class:`NeuralGraph`: node groups + edge blocks, and everything derived from them.
+
+The graph is stored compactly as groups and blocks; ``edge_index``, ``edge_type``, edge
+features and positional encodings are derived with vectorized tensor operations (one pass per
+block, never per edge or neuron). Parameters move between flat vectors and edge features through
+strided views, so the mapping is exact in both directions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from . import edge_types as et
+from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
+from .errors import GraphConstructionError, ParameterMismatchError
+from .groups import NodeGroup
+from .params import ParamSpec
+from .symmetry import Permutable
+
+__all__ = ["NeuralGraph", "UnitBuffer"]
+
+log = logging.getLogger(__name__)
+
+_EXACT_COVERAGE_LIMIT = 1 << 24  # parameters larger than this get a count check instead
+
+
+@dataclass(frozen=True)
+class UnitBuffer:
+    """A model buffer with one entry per unit of a node group (BatchNorm running statistics).
+
+    It is not a parameter (not on any edge) but must move with the units when they are permuted.
+    """
+
+    name: str
+    group: str
+    dim: int = 0
+
+
+@dataclass(eq=False)
+class NeuralGraph:
+    """A neural network as a graph of neurons (``DESIGN.md`` section 2).
+
+    Built by converters through :class:`~neuralgraph.builder.GraphBuilder`; users get one from
+    :func:`neuralgraph.convert`.
+    """
+
+    groups: tuple[NodeGroup, ...]
+    blocks: tuple[EdgeBlock, ...]
+    params: tuple[ParamSpec, ...]
+    symmetries: tuple[Permutable, ...] = ()
+    buffers: tuple[UnitBuffer, ...] = ()
+    arch: str = "custom"
+    lpe: int = 8
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.groups = tuple(self.groups)
+        self.blocks = tuple(self.blocks)
+        self.params = tuple(self.params)
+        self.symmetries = tuple(self.symmetries)
+        self.buffers = tuple(self.buffers)
+        if self.lpe < 0:
+            raise ValueError(f"lpe must be >= 0 (number of positional-encoding columns), got {self.lpe}")
+        self._group_by_name = {g.name: g for g in self.groups}
+        self._validate()
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_nodes(self) -> int:
+        return self.groups[-1].stop if self.groups else 0
+
+    @property
+    def num_edges(self) -> int:
+        return self.blocks[-1].edge_stop if self.blocks else 0
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel for p in self.params)
+
+    @cached_property
+    def max_feat_size(self) -> int:
+        return max((b.feat_size for b in self.blocks), default=1)
+
+    @property
+    def param_names(self) -> list[str]:
+        """Parameter names in flat-vector order."""
+        return [p.name for p in self.params]
+
+    def group(self, name: str) -> NodeGroup:
+        try:
+            return self._group_by_name[name]
+        except KeyError:
+            raise KeyError(f"no node group '{name}'; groups: {', '.join(self._group_by_name)}") from None
+
+    def block(self, name: str) -> EdgeBlock:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(f"no edge block '{name}'")
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        expected = 0
+        for g in self.groups:
+            if g.start != expected or g.size < 0:
+                raise GraphConstructionError(f"node group '{g.name}' does not continue the node ids at {expected}")
+            expected = g.stop
+        if len(self._group_by_name) != len(self.groups):
+            raise GraphConstructionError("node group names must be unique")
+        n = self.num_nodes
+        edge = 0
+        for b in self.blocks:
+            where = b.describe()
+            if b.edge_start != edge:
+                raise GraphConstructionError(f"{where}: edges must be numbered consecutively")
+            edge = b.edge_stop
+            for r in (b.src, b.dst):
+                if r.start < 0 or r.stop > n or r.size < 0:
+                    raise GraphConstructionError(f"{where}: node range outside the graph")
+            if b.kind == STAR and b.src.size != 1:
+                raise GraphConstructionError(f"{where}: a star block needs exactly one source node")
+            if b.kind == DIAGONAL and b.src.size != b.dst.size:
+                raise GraphConstructionError(
+                    f"{where}: a diagonal block needs ranges of equal size ({b.src.size} vs {b.dst.size})"
+                )
+            if b.kind not in (DENSE, STAR, DIAGONAL):
+                raise GraphConstructionError(f"{where}: unknown block kind '{b.kind}'")
+            if b.view is not None:
+                want = (b.src.size, b.dst.size) if b.kind == DENSE else (b.dst.size,)
+                if b.view.shape[:-1] != want:
+                    raise GraphConstructionError(
+                        f"{where}: parameter view has shape {b.view.shape[:-1]} but the block needs {want}"
+                    )
+            elif b.edge_type in et.PARAMETER_TYPES:
+                raise GraphConstructionError(f"{where}: edge type {et.name(b.edge_type)} needs parameter values")
+        self._check_coverage()
+
+    def _check_coverage(self) -> None:
+        """Every parameter element sits on exactly one edge feature slot."""
+        by_param: dict[str, list[EdgeBlock]] = {}
+        for b in self.blocks:
+            if b.view is not None:
+                by_param.setdefault(b.view.name, []).append(b)
+        for spec in self.params:
+            blocks = by_param.pop(spec.name, [])
+            count = sum(b.view.numel for b in blocks)
+            if count != spec.numel:
+                raise GraphConstructionError(
+                    f"parameter '{spec.name}' {spec.shape} has {spec.numel} values but the graph's blocks "
+                    f"place {count} of them ({', '.join(b.name for b in blocks) or 'no block'})"
+                )
+            lo, hi = spec.offset, spec.offset + spec.numel
+            for b in blocks:
+                v = b.view
+                first = v.offset
+                last = v.offset + sum((s - 1) * st for s, st in zip(v.shape, v.strides))
+                if v.numel and (first < lo or last >= hi or min(v.strides) < 0):
+                    raise GraphConstructionError(f"block '{b.name}': its view leaves parameter '{spec.name}'")
+            if 0 < spec.numel <= _EXACT_COVERAGE_LIMIT and len(blocks) > 0:
+                hits = torch.zeros(spec.numel, dtype=torch.int16)
+                for b in blocks:
+                    idx = b.view.flat_indices() - spec.offset
+                    hits.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), dtype=torch.int16))
+                if not bool((hits == 1).all()):
+                    bad = int(torch.nonzero(hits != 1)[0])
+                    raise GraphConstructionError(
+                        f"parameter '{spec.name}': element {bad} is placed on {int(hits[bad])} edges (must be 1)"
+                    )
+        if by_param:
+            raise GraphConstructionError(f"blocks refer to unknown parameters: {', '.join(by_param)}")
+
+    # ------------------------------------------------------------------ structure
+    @cached_property
+    def edge_index(self) -> torch.Tensor:
+        """``[2, E]`` int64 source/target node ids, derived block by block."""
+        out = torch.empty(2, self.num_edges, dtype=torch.int64)
+        for b in self.blocks:
+            src, dst = out[0, b.edge_start : b.edge_stop], out[1, b.edge_start : b.edge_stop]
+            if b.kind == DENSE:
+                ns, nd = b.src.size, b.dst.size
+                src.view(ns, nd).copy_(torch.arange(b.src.start, b.src.stop).unsqueeze(1).expand(ns, nd))
+                dst.view(ns, nd).copy_(torch.arange(b.dst.start, b.dst.stop).unsqueeze(0).expand(ns, nd))
+            else:
+                if b.kind == STAR:
+                    src.fill_(b.src.start)
+                else:
+                    torch.arange(b.src.start, b.src.stop, out=src)
+                torch.arange(b.dst.start, b.dst.stop, out=dst)
+        return out
+
+    @cached_property
+    def edge_type(self) -> torch.Tensor:
+        """``[E]`` int64 edge types (see :mod:`neuralgraph.edge_types`)."""
+        out = torch.empty(self.num_edges, dtype=torch.int64)
+        for b in self.blocks:
+            out[b.edge_start : b.edge_stop] = b.edge_type
+        return out
+
+    @cached_property
+    def pos_w(self) -> torch.Tensor:
+        """``[N]`` int64: token id + 1 for vocabulary nodes, else 0."""
+        out = torch.zeros(self.num_nodes, dtype=torch.int64)
+        for g in self.groups:
+            if g.tokens:
+                torch.arange(1, g.size + 1, out=out[g.start : g.stop])
+        return out
+
+    def connections(self):
+        """The graph's structure as :class:`neuralgraph.lpe.Connection` ranges (no self-loops)."""
+        from .lpe import Connection
+
+        return [
+            Connection("diagonal" if b.kind == DIAGONAL else "dense", b.src.start, b.src.size, b.dst.start, b.dst.size)
+            for b in self.blocks
+            if b.edge_type != et.SELF_LOOP
+        ]
+
+    @cached_property
+    def pos(self) -> torch.Tensor | None:
+        """``[N, lpe]`` float32 Laplacian positional encodings, or None when ``lpe == 0``."""
+        if self.lpe == 0:
+            return None
+        from .lpe import laplacian_pe
+
+        return laplacian_pe(self.num_nodes, self.connections(), self.lpe).pos
+
+    # ------------------------------------------------------------------ parameters <-> edges
+    def _as_states(self, states: torch.Tensor) -> torch.Tensor:
+        if not isinstance(states, torch.Tensor):
+            raise ParameterMismatchError(f"expected a tensor of parameters, got {type(states).__name__}")
+        if states.ndim == 1:
+            states = states.unsqueeze(1)
+        if states.ndim != 2 or states.shape[0] != self.num_params:
+            raise ParameterMismatchError(
+                f"expected parameters of shape [{self.num_params}] or [{self.num_params}, T] for this "
+                f"{self.arch} graph, got {tuple(states.shape)}"
+            )
+        if not states.is_floating_point():
+            states = states.to(torch.get_default_dtype())
+        return states.contiguous()
+
+    def edge_features(self, states: torch.Tensor) -> torch.Tensor:
+        """Edge features ``[E, max_feat_size * T]`` of a vector ``[P]`` or stack ``[P, T]``.
+
+        Column ``f * T + t`` holds feature slot ``f`` of state ``t``; slots beyond a block's
+        kernel are zero; auxiliary edges hold their fixed value in slot 0 of every state.
+        """
+        states = self._as_states(states)
+        steps = states.shape[1]
+        width = self.max_feat_size * steps
+        out = torch.zeros(self.num_edges, width, dtype=states.dtype, device=states.device)
+        for b in self.blocks:
+            rows = out[b.edge_start : b.edge_stop]
+            if b.view is None:
+                rows[:, :steps] = b.value
+            else:
+                k = b.feat_size
+                rows[:, : k * steps] = b.view.of_states(states).reshape(b.num_edges, k * steps)
+        return out
+
+    def to_params(self, edge_features: torch.Tensor, state: int = 0) -> torch.Tensor:
+        """Read state ``state`` back out of edge features: the inverse of :meth:`edge_features`."""
+        if (
+            not isinstance(edge_features, torch.Tensor)
+            or edge_features.ndim != 2
+            or edge_features.shape[0] != self.num_edges
+            or edge_features.shape[1] % self.max_feat_size
+        ):
+            shape = tuple(edge_features.shape) if isinstance(edge_features, torch.Tensor) else type(edge_features)
+            raise ParameterMismatchError(
+                f"expected edge features of shape [{self.num_edges}, {self.max_feat_size}*T], got {shape}"
+            )
+        steps = edge_features.shape[1] // self.max_feat_size
+        if not -steps <= state < steps:
+            raise ParameterMismatchError(f"state {state} out of range: the features hold {steps} states")
+        state %= steps
+        out = torch.empty(self.num_params, dtype=edge_features.dtype, device=edge_features.device)
+        for b in self.blocks:
+            if b.view is None:
+                continue
+            k = b.feat_size
+            rows = edge_features[b.edge_start : b.edge_stop, : k * steps].reshape(b.num_edges, k, steps)
+            b.view.of(out).copy_(rows[:, :, state].reshape(b.view.shape))
+        return out
+
+    # ------------------------------------------------------------------ exports
+    def to_pyg(self, states: torch.Tensor | None = None):
+        """A ``torch_geometric.data.Data`` with edge_index, edge_type, pos, pos_w, num_nodes
+        and, given states ``[P]`` or ``[P, T]``, ``edge_attr``."""
+        from torch_geometric.data import Data
+
+        data = Data(
+            edge_index=self.edge_index,
+            edge_type=self.edge_type,
+            pos=self.pos,
+            pos_w=self.pos_w,
+            num_nodes=self.num_nodes,
+        )
+        if states is not None:
+            data.edge_attr = self.edge_features(states)
+        return data
+
+    def to_networkx(self, states: torch.Tensor | None = None):
+        """A ``networkx.MultiDiGraph``: nodes carry group, role and pos_w; edges carry
+        edge_type, block and (given states) their feature vector."""
+        import networkx as nx
+
+        graph = nx.MultiDiGraph(arch=self.arch)
+        pos_w = self.pos_w.tolist()
+        for g in self.groups:
+            graph.add_nodes_from(
+                (i, {"group": g.name, "role": g.role, "pos_w": pos_w[i]}) for i in range(g.start, g.stop)
+            )
+        src, dst = self.edge_index.tolist()
+        types = self.edge_type.tolist()
+        names = [b.name for b in self.blocks for _ in range(b.num_edges)]
+        if states is None:
+            attrs = ({"edge_type": t, "block": n} for t, n in zip(types, names))
+        else:
+            feats = self.edge_features(states).tolist()
+            attrs = ({"edge_type": t, "block": n, "feat": f} for t, n, f in zip(types, names, feats))
+        graph.add_edges_from((s, d, a) for s, d, a in zip(src, dst, attrs))
+        return graph
+
+    # ------------------------------------------------------------------ reporting
+    def group_degrees(self) -> dict[str, tuple[int, int]]:
+        """Per group: (incoming edges, outgoing edges), counted from the blocks."""
+        counts = {g.name: [0, 0] for g in self.groups}
+        for b in self.blocks:
+            if b.edge_type == et.SELF_LOOP:
+                for g in self.groups:
+                    counts[g.name][0] += g.size
+                    counts[g.name][1] += g.size
+                continue
+            counts[b.dst.group][0] += b.num_edges
+            counts[b.src.group][1] += b.num_edges
+        return {k: (v[0], v[1]) for k, v in counts.items()}
+
+    def edge_type_counts(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for b in self.blocks:
+            counts[b.edge_type] = counts.get(b.edge_type, 0) + b.num_edges
+        return dict(sorted(counts.items()))
+
+    def summary(self) -> str:
+        """A per-group table of nodes and edges, then totals and edge-type counts."""
+        permutable = {}
+        for s in self.symmetries:
+            for name in s.groups:
+                permutable[name] = "within heads" if s.segments > 1 else "yes"
+        degrees = self.group_degrees()
+        rows = [("group", "role", "nodes", "in-edges", "out-edges", "permutable")]
+        for g in self.groups:
+            i, o = degrees[g.name]
+            rows.append((g.name, g.role, str(g.size), str(i), str(o), permutable.get(g.name, "-")))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        lines = [
+            "  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
+            for r in rows
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        types = ", ".join(f"{et.name(t)}={n}" for t, n in self.edge_type_counts().items())
+        lines.append("-" * len(lines[0]))
+        lines.append(
+            f"{self.arch}: {self.num_nodes} nodes, {self.num_edges} edges, {self.num_params} parameters, "
+            f"max_feat_size {self.max_feat_size}"
+        )
+        lines.append(f"edge types: {types}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"NeuralGraph(arch={self.arch!r}, num_nodes={self.num_nodes}, num_edges={self.num_edges}, "
+            f"num_params={self.num_params}, max_feat_size={self.max_feat_size}, groups={len(self.groups)}, "
+            f"blocks={len(self.blocks)})"
+        )

@@ -1,0 +1,227 @@
+"""Parameter specs, strided views into the flat parameter vector, and model <-> vector helpers.
+
+The flat parameter vector of a model is the concatenation of ``model.named_parameters()``
+(tied parameters once, as PyTorch lists them), each tensor flattened in row-major order
+(``DESIGN.md`` section 2, "Parameter order"). A :class:`ParamView` describes a strided window
+into that vector (a parameter, a slice of a fused parameter, a transposed weight ...) without
+copying anything, so converters can say *which* values an edge block carries and the graph can
+move them between vectors and edge features with ``torch.as_strided``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ParameterMismatchError
+
+__all__ = [
+    "ParamSpec",
+    "ParamView",
+    "param_specs",
+    "normalize_specs",
+    "flatten_params",
+    "load_params",
+]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Name, shape and offset of one parameter tensor in the flat parameter vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def view(self) -> "ParamView":
+        """The whole parameter as a row-major :class:`ParamView`."""
+        strides = []
+        step = 1
+        for size in reversed(self.shape):
+            strides.append(step)
+            step *= size
+        return ParamView(self.name, self.offset, self.shape, tuple(reversed(strides)))
+
+
+@dataclass(frozen=True)
+class ParamView:
+    """A strided window ``(offset, shape, strides)`` into the flat parameter vector.
+
+    Supports basic indexing (integers and slices with positive steps) and transposition, so a
+    converter can write ``attn_w[:, :d].t()`` for the query part of a fused, (in, out)-stored
+    GPT-2 ``c_attn`` weight.
+    """
+
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def __getitem__(self, index) -> "ParamView":
+        if not isinstance(index, tuple):
+            index = (index,)
+        if len(index) > self.ndim:
+            raise IndexError(f"too many indices for view of '{self.name}' with shape {self.shape}")
+        offset = self.offset
+        shape: list[int] = []
+        strides: list[int] = []
+        for dim, (size, stride) in enumerate(zip(self.shape, self.strides)):
+            if dim >= len(index):
+                shape.append(size)
+                strides.append(stride)
+                continue
+            item = index[dim]
+            if isinstance(item, slice):
+                start, stop, step = item.indices(size)
+                if step <= 0:
+                    raise IndexError(f"view of '{self.name}': only positive slice steps are supported")
+                count = max(0, (stop - start + step - 1) // step)
+                offset += start * stride
+                shape.append(count)
+                strides.append(stride * step)
+            elif isinstance(item, int):
+                if not -size <= item < size:
+                    raise IndexError(f"index {item} out of range for dim {dim} of '{self.name}' {self.shape}")
+                offset += (item % size) * stride
+            else:
+                raise TypeError(f"view of '{self.name}': unsupported index {item!r}")
+        return ParamView(self.name, offset, tuple(shape), tuple(strides))
+
+    def transpose(self, dim0: int = 0, dim1: int = 1) -> "ParamView":
+        shape, strides = list(self.shape), list(self.strides)
+        shape[dim0], shape[dim1] = shape[dim1], shape[dim0]
+        strides[dim0], strides[dim1] = strides[dim1], strides[dim0]
+        return ParamView(self.name, self.offset, tuple(shape), tuple(strides))
+
+    def t(self) -> "ParamView":
+        """Swap the first two dimensions (e.g. an (in, out) weight seen as (out, in))."""
+        return self.transpose(0, 1)
+
+    def reshape_tail(self, start: int) -> "ParamView":
+        """Merge dimensions ``start..`` into one (kernel dimensions into one feature axis).
+
+        Only possible when those dimensions are laid out contiguously relative to each other.
+        """
+        if start >= self.ndim:
+            return ParamView(self.name, self.offset, self.shape + (1,), self.strides + (1,))
+        tail_shape = self.shape[start:]
+        tail_strides = self.strides[start:]
+        for i in range(len(tail_shape) - 1):
+            if tail_strides[i] != tail_strides[i + 1] * tail_shape[i + 1]:
+                raise ValueError(f"dimensions {start}.. of the view of '{self.name}' cannot be merged")
+        return ParamView(
+            self.name,
+            self.offset,
+            self.shape[:start] + (math.prod(tail_shape),),
+            self.strides[:start] + (tail_strides[-1],),
+        )
+
+    def of(self, flat: torch.Tensor) -> torch.Tensor:
+        """This window of a contiguous flat vector ``[P]`` (a view, no copy)."""
+        return torch.as_strided(flat, self.shape, self.strides, self.offset)
+
+    def of_states(self, states: torch.Tensor) -> torch.Tensor:
+        """This window of a contiguous state stack ``[P, T]``: a view of shape ``shape + (T,)``."""
+        steps = states.shape[1]
+        return torch.as_strided(
+            states,
+            self.shape + (steps,),
+            tuple(s * steps for s in self.strides) + (1,),
+            self.offset * steps,
+        )
+
+    def flat_indices(self) -> torch.Tensor:
+        """Flat-vector positions covered by the view, shaped like the view (int64)."""
+        index = torch.full((), self.offset, dtype=torch.int64)
+        for size, stride in zip(self.shape, self.strides):
+            index = index.unsqueeze(-1) + torch.arange(size, dtype=torch.int64) * stride
+        return index
+
+
+def _named_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return list(model.named_parameters())
+
+
+def param_specs(model: nn.Module) -> list[ParamSpec]:
+    """Specs of ``model.named_parameters()`` (tied parameters once) with their flat offsets."""
+    return normalize_specs((name, tuple(p.shape)) for name, p in _named_parameters(model))
+
+
+def normalize_specs(pairs: Iterable[tuple[str, Sequence[int]]]) -> list[ParamSpec]:
+    """Turn ``(name, shape)`` pairs into :class:`ParamSpec` objects, checking them."""
+    specs: list[ParamSpec] = []
+    seen: set[str] = set()
+    offset = 0
+    for position, pair in enumerate(pairs):
+        try:
+            name, shape = pair
+        except (TypeError, ValueError):
+            raise ParameterMismatchError(
+                f"shape list entry {position} is {pair!r}; expected a (name, shape) pair"
+            ) from None
+        if not isinstance(name, str) or not name:
+            raise ParameterMismatchError(f"shape list entry {position}: name {name!r} is not a non-empty string")
+        if name in seen:
+            raise ParameterMismatchError(f"shape list entry {position}: parameter '{name}' appears twice")
+        try:
+            dims = tuple(int(s) for s in shape)
+        except (TypeError, ValueError):
+            raise ParameterMismatchError(
+                f"parameter '{name}': shape {shape!r} is not a sequence of integers"
+            ) from None
+        if any(s < 0 for s in dims):
+            raise ParameterMismatchError(f"parameter '{name}': negative size in shape {dims}")
+        seen.add(name)
+        spec = ParamSpec(name, dims, offset)
+        specs.append(spec)
+        offset += spec.numel
+    return specs
+
+
+def flatten_params(model: nn.Module) -> torch.Tensor:
+    """The model's flat parameter vector ``[P]`` (a detached copy, DESIGN's parameter order)."""
+    tensors = [p.detach().reshape(-1) for _, p in _named_parameters(model)]
+    if not tensors:
+        return torch.zeros(0)
+    return torch.cat(tensors)
+
+
+def load_params(model: nn.Module, vector: torch.Tensor) -> nn.Module:
+    """Copy a flat parameter vector ``[P]`` into the model's parameters, in place.
+
+    Raises :class:`ParameterMismatchError` (saying how many values the model needs) when the
+    vector has the wrong shape; nothing is modified in that case.
+    """
+    named = _named_parameters(model)
+    total = sum(p.numel() for _, p in named)
+    if not isinstance(vector, torch.Tensor):
+        raise ParameterMismatchError(f"expected a torch.Tensor parameter vector, got {type(vector).__name__}")
+    if vector.ndim != 1 or vector.numel() != total:
+        raise ParameterMismatchError(
+            f"parameter vector has shape {tuple(vector.shape)} but {type(model).__name__} has "
+            f"{total} parameters in {len(named)} tensors: pass a 1-D vector of length {total} "
+            "(see neuralgraph.flatten_params for the order)"
+        )
+    offset = 0
+    with torch.no_grad():
+        for _, p in named:
+            n = p.numel()
+            p.copy_(vector[offset : offset + n].view(p.shape))
+            offset += n
+    return model

@@ -1,0 +1,104 @@
+"""Neuron permutations pushed through a graph onto parameter vectors.
+
+A permutation is given per node group as a tensor ``perm`` of local indices: unit ``i`` of the
+group moves to position ``perm[i]``. A parameter on the edge ``(s, d)`` then moves to the edge
+``(perm(s), perm(d))`` of the same block (``DESIGN.md`` section 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import torch
+
+from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
+from .graph import NeuralGraph
+
+__all__ = ["permute_params", "node_permutation", "is_automorphism", "permute_buffers"]
+
+Side = tuple[str, str]  # (block name, "src" | "dst")
+
+
+def _local(block: EdgeBlock, side: str, perms: Mapping[str, torch.Tensor], skip: Collection[Side]) -> torch.Tensor | None:
+    rng = block.src if side == "src" else block.dst
+    perm = perms.get(rng.group)
+    if perm is None or (block.name, side) in skip:
+        return None
+    local = perm[rng.lo : rng.lo + rng.size] - rng.lo
+    if rng.size and (int(local.min()) < 0 or int(local.max()) >= rng.size):
+        raise ValueError(
+            f"the permutation of group '{rng.group}' moves units out of the range {rng} of block '{block.name}'"
+        )
+    return local
+
+
+def permute_params(
+    graph: NeuralGraph,
+    vector: torch.Tensor,
+    perms: Mapping[str, torch.Tensor],
+    *,
+    skip: Collection[Side] = (),
+) -> torch.Tensor:
+    """The parameter vector after permuting node groups by ``perms`` (a new tensor).
+
+    ``skip`` lists ``(block name, side)`` pairs left unpermuted, which breaks the permutation on
+    purpose (the verifier's "bad" permutations).
+    """
+    vector = vector.contiguous()
+    out = vector.clone()
+    for b in graph.blocks:
+        if b.view is None:
+            continue
+        ps, pd = _local(b, "src", perms, skip), _local(b, "dst", perms, skip)
+        if ps is None and pd is None:
+            continue
+        values = b.view.of(vector)
+        target = b.view.of(out)
+        if b.kind == DENSE:
+            ps = torch.arange(b.src.size) if ps is None else ps
+            pd = torch.arange(b.dst.size) if pd is None else pd
+            target[ps.unsqueeze(1), pd.unsqueeze(0)] = values
+        elif b.kind == STAR:
+            if pd is not None:
+                target[pd] = values
+        elif b.kind == DIAGONAL:
+            ps = torch.arange(b.src.size) if ps is None else ps
+            pd = torch.arange(b.dst.size) if pd is None else pd
+            if not torch.equal(ps, pd):
+                raise ValueError(f"diagonal block '{b.name}': source and target must be permuted alike")
+            target[pd] = values
+    return out
+
+
+def node_permutation(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The global node permutation ``[N]`` (identity outside the permuted groups)."""
+    pi = torch.arange(graph.num_nodes)
+    for name, perm in perms.items():
+        g = graph.group(name)
+        pi[g.start : g.stop] = perm + g.start
+    return pi
+
+
+def is_automorphism(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> bool:
+    """Whether relabelling nodes by ``perms`` maps the graph's edge structure (endpoints and edge
+    types, hence auxiliary edges with their fixed values) onto itself."""
+    pi = node_permutation(graph, perms)
+    n, types = graph.num_nodes, 16
+    src, dst = graph.edge_index
+    key = (src * n + dst) * types + graph.edge_type
+    mapped = (pi[src] * n + pi[dst]) * types + graph.edge_type
+    return torch.equal(key.sort().values, mapped.sort().values)
+
+
+def permute_buffers(graph: NeuralGraph, model: torch.nn.Module, perms: Mapping[str, torch.Tensor]) -> None:
+    """Apply ``perms`` to the model's per-unit buffers (BatchNorm statistics), in place."""
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for ub in graph.buffers:
+            perm = perms.get(ub.group)
+            if perm is None or ub.name not in buffers:
+                continue
+            buf = buffers[ub.name]
+            moved = torch.empty_like(buf)
+            moved.index_copy_(ub.dim, perm, buf)
+            buf.copy_(moved)

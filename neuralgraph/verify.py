@@ -1,0 +1,298 @@
+"""The verifier: a converter checked against the model's real function (``DESIGN.md`` §3).
+
+``verify(model)`` works on a float64 copy of the model whose parameters are perturbed with seeded
+noise (so that no two units are accidentally alike), and checks:
+
+* **round trip** — parameters -> edge features -> parameters is bit-exact, for one state and
+  for a stack of states;
+* **good permutations** — drawn from the graph's declared symmetries: the permuted model's
+  outputs equal the original's (relative deviation ``max|y' - y| / max|y|`` at most ``rtol``,
+  default 1e-6, in float64), the permutation is an automorphism of the graph structure, and the
+  graph of the permuted parameters has the same Weisfeiler-Lehman fingerprint;
+* **bad permutations** — a declared symmetry broken on purpose (one parameter block incident to
+  the group left unpermuted: e.g. queries permuted but not keys, or a unit's incoming weights but
+  not its outgoing ones; or a unit moved across segments/heads): the outputs must change (by more
+  than ``rtol``) *and* the graph's fingerprint must change (so the graphs are not isomorphic).
+
+The report is truthy exactly when every check passed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ParameterMismatchError
+from .graph import NeuralGraph
+from .isomorphism import wl_fingerprint
+from .params import flatten_params, load_params, param_specs
+from .permute import is_automorphism, permute_buffers, permute_params
+from .symmetry import compose
+
+__all__ = ["verify", "VerificationReport", "Check"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Check:
+    """One verifier check."""
+
+    kind: str  # "round-trip" | "good" | "bad"
+    description: str
+    groups: tuple[str, ...]
+    passed: bool
+    deviation: float = math.nan  # relative output change
+    isomorphic: bool | None = None  # graph of permuted parameters vs original
+    detail: str = ""
+
+
+@dataclass
+class VerificationReport:
+    """Outcome of :func:`verify`; truthy exactly when every check passed."""
+
+    arch: str
+    num_params: int
+    rtol: float
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def _of(self, kind: str) -> list[Check]:
+        return [c for c in self.checks if c.kind == kind]
+
+    @property
+    def good_trials(self) -> int:
+        return len(self._of("good"))
+
+    @property
+    def bad_trials(self) -> int:
+        return len(self._of("bad"))
+
+    @property
+    def good_passed(self) -> int:
+        return sum(c.passed for c in self._of("good"))
+
+    @property
+    def bad_detected(self) -> int:
+        return sum(c.passed for c in self._of("bad"))
+
+    @property
+    def worst_good_deviation(self) -> float:
+        """Largest relative output change under a good permutation (should be ~1e-16)."""
+        return max((c.deviation for c in self._of("good")), default=0.0)
+
+    @property
+    def smallest_bad_deviation(self) -> float:
+        """Smallest relative output change under a bad permutation (should be large)."""
+        return min((c.deviation for c in self._of("bad")), default=math.inf)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def __bool__(self) -> bool:
+        return not self.failures
+
+    def __str__(self) -> str:
+        lines = [
+            f"verify {self.arch}: {'PASSED' if self else 'FAILED'} — "
+            f"{self.good_passed}/{self.good_trials} good permutations kept outputs and graph "
+            f"(worst deviation {self.worst_good_deviation:.2e}, tolerance {self.rtol:.0e}); "
+            f"{self.bad_detected}/{self.bad_trials} bad permutations changed both "
+            f"(smallest output change {self.smallest_bad_deviation:.2e}); "
+            f"round trip {'exact' if all(c.passed for c in self._of('round-trip')) else 'NOT exact'}"
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        for c in self.failures:
+            iso = "" if c.isomorphic is None else f", graph {'isomorphic' if c.isomorphic else 'changed'}"
+            lines.append(
+                f"  FAIL [{c.kind}] {c.description} (groups {', '.join(c.groups)}; output change "
+                f"{c.deviation:.2e}{iso}) {c.detail}".rstrip()
+            )
+        return "\n".join(lines)
+
+
+def _floats(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out.reshape(-1)] if out.is_floating_point() else []
+    if isinstance(out, Mapping):
+        return [t for v in out.values() for t in _floats(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in _floats(v)]
+    if hasattr(out, "to_tuple"):
+        return _floats(out.to_tuple())
+    return []
+
+
+def _run(model: nn.Module, inputs: tuple) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(*inputs)
+    flat = _floats(out)
+    if not flat:
+        raise ValueError(f"{type(model).__name__} returned no floating-point tensor to compare")
+    return torch.cat(flat)
+
+
+def _perturb(model: nn.Module, graph: NeuralGraph, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            fan_in = p.numel() // p.shape[0] if p.ndim >= 2 and p.shape[0] else 1
+            scale = max(float(p.pow(2).mean().sqrt()) if p.numel() else 0.0, fan_in ** -0.5)
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.5 * scale)
+        buffers = dict(model.named_buffers())
+        for ub in graph.buffers:
+            buf = buffers.get(ub.name)
+            if buf is not None and buf.is_floating_point():
+                noise = torch.rand(buf.shape, generator=generator, dtype=buf.dtype)
+                buf.copy_(noise + 0.5 if "var" in ub.name else noise - 0.5)
+
+
+def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: torch.Generator) -> tuple:
+    if inputs is None:
+        from .registry import get_converter
+
+        try:
+            converter = get_converter(graph.arch)
+        except Exception:
+            converter = None
+        if converter is None or converter.example_inputs is None:
+            raise ValueError(f"no example inputs are known for '{graph.arch}' graphs: pass inputs= to verify")
+        return tuple(converter.example_inputs(model, graph, generator, 32))
+    if not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    return tuple(x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
+
+
+def _nontrivial(perm: torch.Tensor) -> bool:
+    return not torch.equal(perm, torch.arange(len(perm)))
+
+
+def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    perms: dict[str, torch.Tensor] = {}
+    for sym in symmetries:
+        size = graph.group(sym.groups[0]).size
+        perm = sym.sample(size, generator)
+        for _ in range(8):  # avoid the identity where another permutation exists
+            if _nontrivial(perm):
+                break
+            perm = sym.sample(size, generator)
+        for name in sym.groups:
+            perms[name] = compose(perms[name], perm) if name in perms else perm
+    return perms
+
+
+def verify(
+    model: nn.Module,
+    graph: NeuralGraph | None = None,
+    *,
+    trials: int = 8,
+    seed: int = 0,
+    inputs: Any = None,
+    arch: str | None = None,
+    rtol: float = 1e-6,
+) -> VerificationReport:
+    """Check a model's neural graph against the model's real function.
+
+    ``graph`` defaults to ``neuralgraph.convert(model, arch=arch, lpe=0)``. ``inputs`` (a tensor
+    or tuple of positional arguments) defaults to random inputs from the converter's
+    ``example_inputs``. At least ``trials`` good and ``trials`` bad permutations are tried (more
+    when there are more symmetries or ways to break them, so each is tried once). Raises
+    ``ValueError`` for models without real weights (``meta`` device).
+    """
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError("verify needs real weights: the model's parameters are on the meta device")
+    if graph is None:
+        from .registry import convert
+
+        graph = convert(model, arch=arch, lpe=0)
+    specs = [(p.name, p.shape) for p in param_specs(model)]
+    if specs != [(p.name, p.shape) for p in graph.params]:
+        raise ParameterMismatchError(
+            f"the graph ({graph.arch}) was built for other parameters than {type(model).__name__} has"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    work = copy.deepcopy(model).to(torch.float64).eval()
+    _perturb(work, graph, generator)
+    theta = flatten_params(work)
+    report = VerificationReport(graph.arch, graph.num_params, rtol)
+
+    # round trip, one state and a stack of states
+    feats = graph.edge_features(theta)
+    exact = torch.equal(graph.to_params(feats), theta)
+    stack = torch.stack([theta, -theta, theta * 2], dim=1)
+    feats3 = graph.edge_features(stack)
+    exact3 = all(torch.equal(graph.to_params(feats3, state=t), stack[:, t]) for t in range(3))
+    report.checks.append(Check("round-trip", "params -> edge features -> params", (), exact and exact3))
+
+    x = _inputs_for(work, graph, inputs, generator)
+    reference = _run(work, x)
+    scale = float(reference.abs().max()) + 1e-12
+    fingerprint = wl_fingerprint(graph.edge_index, graph.edge_type, feats, graph.num_nodes, graph.pos_w)
+
+    def outcome(perms, skip=()) -> tuple[float, bool]:
+        moved = copy.deepcopy(work)
+        load_params(moved, permute_params(graph, theta, perms, skip=skip))
+        permute_buffers(graph, moved, perms)
+        deviation = float((_run(moved, x) - reference).abs().max()) / scale
+        new_feats = graph.edge_features(permute_params(graph, theta, perms, skip=skip))
+        same = wl_fingerprint(graph.edge_index, graph.edge_type, new_feats, graph.num_nodes, graph.pos_w) == fingerprint
+        return deviation, same
+
+    symmetries = [s for s in graph.symmetries if graph.group(s.groups[0]).size > 1]
+    if not symmetries:
+        report.notes.append("the graph declares no permutable group with more than one unit: no permutation to test")
+        return report
+
+    # good permutations: each symmetry alone once, then all together
+    for t in range(max(trials, len(symmetries))):
+        chosen = [symmetries[t]] if t < len(symmetries) else symmetries
+        perms = _draw(graph, chosen, generator)
+        groups = tuple(perms)
+        deviation, same = outcome(perms)
+        auto = is_automorphism(graph, perms)
+        ok = deviation <= rtol and same and auto
+        detail = "" if auto else "(the permutation is not an automorphism of the graph structure)"
+        what = "permute " + (chosen[0].name if len(chosen) == 1 else "all permutable groups")
+        report.checks.append(Check("good", what, groups, ok, deviation, same and auto, detail))
+
+    # bad permutations: every way of breaking a symmetry, cycled
+    candidates: list[tuple[str, Any, Any]] = []
+    for sym in symmetries:
+        sides = [
+            (b.name, side)
+            for b in graph.blocks
+            if b.view is not None
+            for side, rng in (("src", b.src), ("dst", b.dst))
+            if rng.group in sym.groups and rng.size > 1
+        ]
+        if len(sides) > 1:
+            candidates += [("inconsistent", sym, side) for side in sides]
+        if sym.segments > 1:
+            candidates.append(("cross-segment", sym, None))
+    if not candidates:
+        report.notes.append("no way to break the declared symmetries was found: no bad permutation tested")
+    for t in range(max(trials, len(candidates)) if candidates else 0):
+        kind, sym, side = candidates[t % len(candidates)]
+        size = graph.group(sym.groups[0]).size
+        if kind == "inconsistent":
+            perms = _draw(graph, [sym], generator)
+            skip = (side,)
+            what = f"permute {sym.name} everywhere except the {side[1]} side of block '{side[0]}'"
+        else:
+            perm = sym.cross_segment(size, generator)
+            perms = {name: perm for name in sym.groups}
+            skip = ()
+            what = f"move one unit of {sym.name} into another segment"
+        deviation, same = outcome(perms, skip)
+        ok = deviation > rtol and not same
+        report.checks.append(Check("bad", what, tuple(sym.groups), ok, deviation, same))
+    if not report:
+        log.warning("verification of %s failed:\n%s", graph.arch, report)
+    return report
