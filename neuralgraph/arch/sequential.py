@@ -94,7 +94,7 @@ def _plan_from_module(model: nn.Module) -> list[_Layer]:
     plan: list[_Layer] = []
     for name, m in _leaves(model):
         label = f"'{name or type(m).__name__}' ({type(m).__name__})"
-        params = {n for n, _ in m.named_parameters(recurse=False)}
+        params = [n for n, _ in m.named_parameters(recurse=False)]
         if isinstance(m, nn.Linear):
             plan.append(_Layer("linear", name, m.in_features, m.out_features, _join(name, "weight"),
                                _join(name, "bias") if m.bias is not None else None))
@@ -124,7 +124,7 @@ def _plan_from_module(model: nn.Module) -> list[_Layer]:
                                _join(name, "bias") if m.bias is not None else None, is_layer_norm=True))
         elif params:
             raise UnsupportedModelError(
-                f"module {label} with parameter '{_join(name, sorted(params)[0])}' is not supported by the "
+                f"module {label} with parameter '{_join(name, params[0])}' is not supported by the "
                 "sequential converter (supported layers: Linear, Conv1d/2d/3d, BatchNorm, LayerNorm)"
             )
         elif isinstance(m, nn.Flatten):
@@ -309,11 +309,11 @@ def sample_model(rng: random.Random) -> nn.Module:
     if rng.random() < 0.5:
         width = rng.randint(1, 6)
         for depth in range(rng.randint(1, 3)):
-            out = rng.randint(1, 6)
+            out = rng.randint(2, 6)  # a one-unit bottleneck can make the model nearly constant
             layers.append(nn.Linear(width, out, bias=rng.random() < 0.8))
             layers.append(_activation(rng))
             r = rng.random()
-            if r < 0.2:
+            if r < 0.2 and out > 1:  # LayerNorm over one unit outputs a constant
                 layers.append(nn.LayerNorm(out, bias=rng.random() < 0.5))
             elif r < 0.35:
                 layers.append(nn.BatchNorm1d(out))
