@@ -27,7 +27,7 @@ __all__ = ["NeuralGraph", "UnitBuffer"]
 
 log = logging.getLogger(__name__)
 
-_EXACT_COVERAGE_LIMIT = 1 << 24  # parameters larger than this get a count check instead
+_EXACT_COVERAGE_LIMIT = 1 << 22  # parameters larger than this get a count check instead
 
 
 @dataclass(frozen=True)

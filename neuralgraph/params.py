@@ -134,7 +134,8 @@ class ParamView:
 
     def of(self, flat: torch.Tensor) -> torch.Tensor:
         """This window of a contiguous flat vector ``[P]`` (a view, no copy)."""
-        return torch.as_strided(flat, self.shape, self.strides, self.offset)
+        # as_strided offsets are absolute in the storage: add the tensor's own offset
+        return torch.as_strided(flat, self.shape, self.strides, self.offset + flat.storage_offset())
 
     def of_states(self, states: torch.Tensor) -> torch.Tensor:
         """This window of a contiguous state stack ``[P, T]``: a view of shape ``shape + (T,)``."""
@@ -143,7 +144,7 @@ class ParamView:
             states,
             self.shape + (steps,),
             tuple(s * steps for s in self.strides) + (1,),
-            self.offset * steps,
+            self.offset * steps + states.storage_offset(),
         )
 
     def flat_indices(self) -> torch.Tensor:

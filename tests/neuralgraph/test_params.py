@@ -91,3 +91,12 @@ def test_load_params_wrong_length_says_what_is_needed():
 def test_bad_shape_lists(pairs, message):
     with pytest.raises(ng.ParameterMismatchError, match=message):
         normalize_specs(pairs)
+
+
+def test_views_of_tensors_with_a_storage_offset():
+    spec = normalize_specs([("w", (2, 3))])[0]
+    base = torch.arange(20, dtype=torch.float64)
+    flat = base[7:13]  # a view starting at storage offset 7
+    assert torch.equal(spec.view().of(flat), flat.view(2, 3))
+    states = torch.arange(30.0).view(10, 3)[4:]  # [6, 3], offset 12
+    assert torch.equal(spec.view().of_states(states), states.view(2, 3, 3))

@@ -1,0 +1,71 @@
+import pytest
+import torch
+from torch import nn
+
+import neuralgraph as ng
+from neuralgraph.examples import mlp
+from neuralgraph.isomorphism import wl_fingerprint
+from neuralgraph.permute import is_automorphism, node_permutation, permute_params
+
+
+def _fingerprint(g, theta):
+    return wl_fingerprint(g.edge_index, g.edge_type, g.edge_features(theta), g.num_nodes, g.pos_w)
+
+
+def test_fingerprint_is_invariant_to_node_relabelling():
+    g = ng.convert(mlp((3, 4, 2)), lpe=0)
+    theta = torch.randn(g.num_params, dtype=torch.float64)
+    perm = torch.randperm(g.num_nodes)
+    feats = g.edge_features(theta)
+    order = torch.randperm(g.num_edges)
+    a = wl_fingerprint(g.edge_index, g.edge_type, feats, g.num_nodes)
+    b = wl_fingerprint(perm[g.edge_index][:, order], g.edge_type[order], feats[order], g.num_nodes)
+    assert a == b
+    theta2 = theta.clone()
+    theta2[0] += 1e-12
+    assert _fingerprint(g, theta) != _fingerprint(g, theta2)
+
+
+def test_good_permutation_is_automorphism_and_keeps_function():
+    model = mlp((3, 6, 2))
+    g = ng.convert(model, lpe=0)
+    perm = torch.tensor([1, 0, 3, 2, 5, 4])
+    perms = {"0": perm}
+    assert is_automorphism(g, perms)
+    assert torch.equal(node_permutation(g, perms)[g.group("0").start : g.group("0").stop], perm + g.group("0").start)
+    moved = mlp((3, 6, 2))
+    ng.load_params(moved, permute_params(g, ng.flatten_params(model), perms))
+    x = torch.randn(4, 3)
+    assert torch.allclose(moved(x), model(x), atol=1e-6)
+
+
+def test_report_content():
+    report = ng.verify(mlp((3, 6, 6, 2)), trials=4)
+    assert report and report.good_trials == 4 and report.bad_trials >= 4
+    assert report.good_passed == 4 and report.bad_detected == report.bad_trials
+    assert report.worst_good_deviation < 1e-12 and report.smallest_bad_deviation > 1e-4
+    text = str(report)
+    assert "PASSED" in text and "round trip exact" in text
+
+
+def test_no_symmetry_is_reported_as_a_note():
+    report = ng.verify(nn.Sequential(nn.Linear(3, 2)))
+    assert report and report.good_trials == 0
+    assert "no permutable group" in str(report)
+
+
+def test_user_inputs_and_meta_models():
+    model = mlp((3, 4, 2))
+    assert ng.verify(model, inputs=torch.randn(7, 3), trials=2)
+    with torch.device("meta"):
+        meta = mlp((3, 4, 2))
+    with pytest.raises(ValueError, match="meta device"):
+        ng.verify(meta)
+    # converting a meta model needs no weights at all
+    g = ng.convert(meta)
+    assert g.num_params == 3 * 4 + 4 + 4 * 2 + 2
+
+
+def test_graph_for_another_model_is_refused():
+    with pytest.raises(ng.ParameterMismatchError, match="other parameters"):
+        ng.verify(mlp((3, 4, 2)), ng.convert(mlp((3, 5, 2))))
