@@ -13,7 +13,7 @@ from .groups import NodeGroup, NodeRange
 from .params import ParamSpec, ParamView, flatten_params, load_params, param_specs
 from .registry import Converter, convert, converters, get_converter, register
 from .source import ModelSource
-from .symmetry import Permutable
+from .symmetry import Permutable, PermutableHeads
 from .verify import VerificationReport, verify
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ __all__ = [
     "ParamView",
     "ParameterMismatchError",
     "Permutable",
+    "PermutableHeads",
     "UnitBuffer",
     "UnsupportedModelError",
     "VerificationReport",

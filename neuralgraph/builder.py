@@ -24,7 +24,7 @@ from .errors import GraphConstructionError
 from .graph import NeuralGraph, UnitBuffer
 from .groups import ROLES, NodeGroup, NodeRange, as_range
 from .params import ParamSpec, ParamView
-from .symmetry import Permutable
+from .symmetry import Permutable, PermutableHeads
 
 __all__ = ["GraphBuilder"]
 
@@ -38,7 +38,7 @@ class GraphBuilder:
         self._specs = {p.name: p for p in self.params}
         self._groups: list[NodeGroup] = []
         self._blocks: list[EdgeBlock] = []
-        self._symmetries: list[Permutable] = []
+        self._symmetries: list[Permutable | PermutableHeads] = []
         self._buffers: list[UnitBuffer] = []
         self._num_nodes = 0
         self._num_edges = 0
@@ -153,6 +153,16 @@ class GraphBuilder:
         if len(sizes) != 1:
             raise GraphConstructionError(f"permutable groups {[g.name for g in groups]} differ in size")
         sym = Permutable(tuple(g.name for g in groups), segments)
+        self._symmetries.append(sym)
+        return sym
+
+    def permutable_heads(self, heads: NodeGroup, *members: NodeGroup) -> PermutableHeads:
+        """Declare that whole heads may be reordered: ``heads`` has one node per head and each
+        member group (query-key units, value units) is split into that many equal segments."""
+        for g in members:
+            if g.size % heads.size:
+                raise GraphConstructionError(f"group '{g.name}' ({g.size}) does not split into {heads.size} heads")
+        sym = PermutableHeads(heads.name, tuple(g.name for g in members))
         self._symmetries.append(sym)
         return sym
 

@@ -21,7 +21,7 @@ from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
 from .errors import GraphConstructionError, ParameterMismatchError
 from .groups import NodeGroup
 from .params import ParamSpec
-from .symmetry import Permutable
+from .symmetry import Permutable, PermutableHeads
 
 __all__ = ["NeuralGraph", "UnitBuffer"]
 
@@ -53,7 +53,7 @@ class NeuralGraph:
     groups: tuple[NodeGroup, ...]
     blocks: tuple[EdgeBlock, ...]
     params: tuple[ParamSpec, ...]
-    symmetries: tuple[Permutable, ...] = ()
+    symmetries: tuple[Permutable | PermutableHeads, ...] = ()
     buffers: tuple[UnitBuffer, ...] = ()
     arch: str = "custom"
     lpe: int = 8
@@ -353,7 +353,8 @@ class NeuralGraph:
         permutable = {}
         for s in self.symmetries:
             for name in s.groups:
-                permutable[name] = "within heads" if s.segments > 1 else "yes"
+                kind = "within heads" if s.segments > 1 else ("whole heads" if hasattr(s, "heads") else "yes")
+                permutable[name] = f"{permutable[name]}, {kind}" if name in permutable else kind
         degrees = self.group_degrees()
         rows = [("group", "role", "nodes", "in-edges", "out-edges", "permutable")]
         for g in self.groups:

@@ -3,15 +3,27 @@
 A converter declares which node groups the network's function is invariant to permuting
 (``DESIGN.md`` section 3). The verifier draws "good" permutations from these declarations and
 "bad" ones by breaking them, then checks both against the model's real outputs.
+
+A permutation of a group is a tensor ``perm`` of local indices: unit ``i`` moves to ``perm[i]``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Permutable", "compose"]
+__all__ = ["Permutable", "PermutableHeads", "compose"]
+
+
+def _avoid_identity(draw, size: int, tries: int = 8) -> torch.Tensor:
+    perm = draw()
+    for _ in range(tries):
+        if not torch.equal(perm, torch.arange(size)):
+            break
+        perm = draw()
+    return perm
 
 
 @dataclass(frozen=True)
@@ -37,8 +49,12 @@ class Permutable:
 
     @property
     def name(self) -> str:
-        suffix = f" ({self.segments} segments)" if self.segments > 1 else ""
+        suffix = f" (within {self.segments} segments)" if self.segments > 1 else ""
         return "+".join(self.groups) + suffix
+
+    def movable(self, sizes: Mapping[str, int]) -> bool:
+        """Whether any non-identity permutation exists."""
+        return sizes[self.groups[0]] // self.segments > 1
 
     def sample(self, size: int, generator: torch.Generator) -> torch.Tensor:
         """A random permutation of ``range(size)`` that respects the segments."""
@@ -49,17 +65,60 @@ class Permutable:
         local = keys.argsort(dim=1)
         return (local + torch.arange(self.segments).unsqueeze(1) * width).reshape(-1)
 
-    def cross_segment(self, size: int, generator: torch.Generator) -> torch.Tensor | None:
-        """A transposition moving one unit into another segment (None with one segment)."""
+    def draw(self, sizes: Mapping[str, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A random good permutation (not the identity where another exists), per group."""
+        size = sizes[self.groups[0]]
+        perm = _avoid_identity(lambda: self.sample(size, generator), size)
+        return {name: perm for name in self.groups}
+
+    def cross_segment(self, sizes: Mapping[str, int], generator: torch.Generator) -> dict[str, torch.Tensor] | None:
+        """A bad permutation: one unit swapped with a unit of another segment (None with one segment)."""
         if self.segments < 2:
             return None
+        size = sizes[self.groups[0]]
         width = size // self.segments
         a, b = torch.randperm(self.segments, generator=generator)[:2].tolist()
         i = a * width + int(torch.randint(width, (1,), generator=generator))
         j = b * width + int(torch.randint(width, (1,), generator=generator))
         perm = torch.arange(size)
         perm[i], perm[j] = j, i
-        return perm
+        return {name: perm for name in self.groups}
+
+
+@dataclass(frozen=True)
+class PermutableHeads:
+    """Whole attention heads may be reordered: the head nodes of ``heads`` and the matching
+    segments of every ``members`` group (query-key units, value units) move together."""
+
+    heads: str
+    members: tuple[str, ...]
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (self.heads, *self.members)
+
+    @property
+    def segments(self) -> int:
+        return 1
+
+    @property
+    def name(self) -> str:
+        return f"heads {self.heads} with {'+'.join(self.members)}"
+
+    def movable(self, sizes: Mapping[str, int]) -> bool:
+        return sizes[self.heads] > 1
+
+    def draw(self, sizes: Mapping[str, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        count = sizes[self.heads]
+        order = _avoid_identity(lambda: torch.randperm(count, generator=generator), count)
+        perms = {self.heads: order}
+        for name in self.members:
+            width = sizes[name] // count
+            perms[name] = (order.unsqueeze(1) * width + torch.arange(width)).reshape(-1)
+        return perms
+
+    def cross_segment(self, sizes: Mapping[str, int], generator: torch.Generator) -> None:
+        return None
 
 
 def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

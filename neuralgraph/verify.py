@@ -179,20 +179,11 @@ def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: to
     return tuple(x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
 
 
-def _nontrivial(perm: torch.Tensor) -> bool:
-    return not torch.equal(perm, torch.arange(len(perm)))
-
-
 def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    sizes = {g.name: g.size for g in graph.groups}
     perms: dict[str, torch.Tensor] = {}
     for sym in symmetries:
-        size = graph.group(sym.groups[0]).size
-        perm = sym.sample(size, generator)
-        for _ in range(8):  # avoid the identity where another permutation exists
-            if _nontrivial(perm):
-                break
-            perm = sym.sample(size, generator)
-        for name in sym.groups:
+        for name, perm in sym.draw(sizes, generator).items():
             perms[name] = compose(perms[name], perm) if name in perms else perm
     return perms
 
@@ -254,7 +245,8 @@ def verify(
         same = wl_fingerprint(graph.edge_index, graph.edge_type, new_feats, graph.num_nodes, graph.pos_w) == fingerprint
         return deviation, same
 
-    symmetries = [s for s in graph.symmetries if graph.group(s.groups[0]).size > 1]
+    sizes = {g.name: g.size for g in graph.groups}
+    symmetries = [s for s in graph.symmetries if s.movable(sizes)]
     if not symmetries:
         report.notes.append("the graph declares no permutable group with more than one unit: no permutation to test")
         return report
@@ -287,21 +279,19 @@ def verify(
         ]
         if len(sides) > 1:
             candidates += [("inconsistent", sym, side) for side in sides]
-        if sym.segments > 1:
+        if sym.cross_segment(sizes, generator) is not None:
             candidates.append(("cross-segment", sym, None))
     if not candidates:
         report.notes.append("no way to break the declared symmetries was found: no bad permutation tested")
     for t in range(max(trials, len(candidates)) if candidates else 0):
         kind, sym, side = candidates[t % len(candidates)]
-        size = graph.group(sym.groups[0]).size
         for _attempt in range(3):  # a permutation of units that happen to be inactive changes nothing
             if kind == "inconsistent":
                 perms = _draw(graph, [sym], generator)
                 skip = (side,)
                 what = f"permute {sym.name} everywhere except the {side[1]} side of block '{side[0]}'"
             else:
-                perm = sym.cross_segment(size, generator)
-                perms = {name: perm for name in sym.groups}
+                perms = sym.cross_segment(sizes, generator)
                 skip = ()
                 what = f"move one unit of {sym.name} into another segment"
             try:
