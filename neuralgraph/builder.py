@@ -105,9 +105,10 @@ class GraphBuilder:
     def star(
         self, view: ParamView, src: NodeGroup, dst: NodeGroup | NodeRange, edge_type: int, *, name: str | None = None
     ) -> EdgeBlock:
-        """One node (``src``, size 1) to every ``dst`` node; ``view`` is 1-D of size ``n_dst``."""
+        """One node (``src``, size 1) to every ``dst`` node; ``view`` is ``(n_dst,)``, or
+        ``(n_dst, K)`` for K feature slots per edge."""
         dst = as_range(dst)
-        if view.shape != (dst.size,):
+        if view.ndim not in (1, 2) or view.shape[0] != dst.size:
             raise GraphConstructionError(
                 f"star block '{name or view.name}': parameter of shape {view.shape} cannot act on "
                 f"{dst.size} nodes of '{dst}'"
@@ -142,6 +143,23 @@ class GraphBuilder:
             value = et.AUXILIARY_VALUES.get(edge_type, 1.0)
         return self._add(name or f"{src}->{dst}", DIAGONAL, src, dst, edge_type, None, value)
 
+    def connect(
+        self,
+        src: NodeGroup | NodeRange,
+        dst: NodeGroup | NodeRange,
+        edge_type: int,
+        *,
+        value: float | None = None,
+        name: str | None = None,
+    ) -> EdgeBlock:
+        """An auxiliary dense block (every ``src`` node to every ``dst`` node) with a fixed value,
+        e.g. head membership; one source node makes it a star."""
+        src, dst = as_range(src), as_range(dst)
+        if value is None:
+            value = et.AUXILIARY_VALUES.get(edge_type, 1.0)
+        kind = STAR if src.size == 1 else DENSE
+        return self._add(name or f"{src}->{dst}", kind, src, dst, edge_type, None, value)
+
     def residual(self, src: NodeGroup | NodeRange, dst: NodeGroup | NodeRange, *, name: str | None = None) -> EdgeBlock:
         """A residual (identity) connection: auxiliary diagonal block of type RESIDUAL."""
         return self.diagonal(src, dst, et.RESIDUAL, name=name or f"{as_range(dst)}.res")
@@ -165,6 +183,12 @@ class GraphBuilder:
         sym = PermutableHeads(heads.name, tuple(g.name for g in members))
         self._symmetries.append(sym)
         return sym
+
+    def without_effect(self, block: EdgeBlock, reason: str) -> None:
+        """Record that the model's outputs do not depend on this block's values (e.g. attention key
+        biases, which shift every score of a query equally and vanish in the softmax). The verifier
+        then does not expect a permutation that skips this block to change the outputs."""
+        self.meta.setdefault("without_effect", {})[block.name] = reason
 
     def unit_buffer(self, name: str, group: NodeGroup, dim: int = 0) -> None:
         """Declare a per-unit buffer (e.g. BatchNorm running mean) that moves with ``group``."""

@@ -145,9 +145,11 @@ def get_converter(arch: str) -> Converter:
     raise UnsupportedModelError(f"no converter is registered as '{arch}'. Supported: {_supported()}")
 
 
-def resolve(model: Any, arch: str | None = None) -> tuple[Converter, ModelSource]:
+def resolve(model: Any, arch: str | None = None, config: Any = None) -> tuple[Converter, ModelSource]:
     """Pick the converter for ``model`` (explicit ``arch`` first)."""
     source = ModelSource.of(model)
+    if config is not None:
+        source.config = config
     if arch is not None:
         return get_converter(arch), source
     if source.module is None:
@@ -164,17 +166,20 @@ def resolve(model: Any, arch: str | None = None) -> tuple[Converter, ModelSource
     return candidates[0], source
 
 
-def convert(model: Any, *, arch: str | None = None, lpe: int = 8, naive: bool = False) -> NeuralGraph:
+def convert(
+    model: Any, *, arch: str | None = None, lpe: int = 8, naive: bool = False, config: Any = None
+) -> NeuralGraph:
     """Convert a model (or a ``(name, shape)`` list with ``arch=``) into a :class:`NeuralGraph`.
 
     ``arch`` names a registered converter and takes precedence; otherwise a converter matching the
     model's Hugging Face ``model_type`` or class is used, then the fallback converters. ``lpe`` is
     the number of Laplacian positional-encoding columns (0 for none); ``naive`` asks attention
-    converters for the naive graph (no effect on architectures without attention).
+    converters for the naive graph (no effect on architectures without attention); ``config``
+    (an object or dict, e.g. ``{"n_head": 4}``) gives a shape list what the shapes cannot say.
     Raises :class:`UnsupportedModelError` naming the first module or parameter that cannot be
     placed, and listing what is supported.
     """
-    converter, source = resolve(model, arch)
+    converter, source = resolve(model, arch, config)
     try:
         graph = converter.build(source, naive=naive, lpe=lpe)
     except UnsupportedModelError as err:

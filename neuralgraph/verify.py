@@ -131,9 +131,9 @@ def _floats(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def _run(model: nn.Module, inputs: tuple) -> torch.Tensor:
+def _run(model: nn.Module, inputs: tuple | dict) -> torch.Tensor:
     with torch.no_grad():
-        out = model(*inputs)
+        out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
     flat = _floats(out)
     if not flat:
         raise ValueError(f"{type(model).__name__} returned no floating-point tensor to compare")
@@ -163,7 +163,7 @@ def _redraw(model: nn.Module, graph: NeuralGraph, generator: torch.Generator) ->
                 buf.copy_(noise + 0.5 if name.endswith("var") else noise - 0.5)
 
 
-def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: torch.Generator) -> tuple:
+def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: torch.Generator) -> tuple | dict:
     if inputs is None:
         from .registry import get_converter
 
@@ -173,10 +173,17 @@ def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: to
             converter = None
         if converter is None or converter.example_inputs is None:
             raise ValueError(f"no example inputs are known for '{graph.arch}' graphs: pass inputs= to verify")
-        return tuple(converter.example_inputs(model, graph, generator, 32))
+        inputs = converter.example_inputs(model, graph, generator, 32)
+        return inputs if isinstance(inputs, dict) else tuple(inputs)
+
+    def cast(x):
+        return x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    if isinstance(inputs, dict):
+        return {k: cast(v) for k, v in inputs.items()}
     if not isinstance(inputs, tuple):
         inputs = (inputs,)
-    return tuple(x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
+    return tuple(cast(x) for x in inputs)
 
 
 def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -197,13 +204,16 @@ def verify(
     inputs: Any = None,
     arch: str | None = None,
     rtol: float = 1e-8,
+    change_tol: float = 1e-11,
 ) -> VerificationReport:
     """Check a model's neural graph against the model's real function.
 
-    ``graph`` defaults to ``neuralgraph.convert(model, arch=arch, lpe=0)``. ``inputs`` (a tensor
-    or tuple of positional arguments) defaults to random inputs from the converter's
+    ``graph`` defaults to ``neuralgraph.convert(model, arch=arch, lpe=0)``. ``inputs`` (a tensor,
+    a tuple of positional arguments or a dict of keyword arguments) defaults to random inputs from the converter's
     ``example_inputs``. At least ``trials`` good and ``trials`` bad permutations are tried (more
-    when there are more symmetries or ways to break them, so each is tried once). Raises
+    when there are more symmetries or ways to break them, so each is tried once). Good
+    permutations must keep outputs within ``rtol``; bad ones must move them by more than
+    ``change_tol`` (both relative to the largest output, in float64). Raises
     ``ValueError`` for models without real weights (``meta`` device).
     """
     if any(p.is_meta for p in model.parameters()):
@@ -236,9 +246,14 @@ def verify(
     scale = float(reference.abs().max()) + 1e-12
     fingerprint = wl_fingerprint(graph.edge_index, graph.edge_type, feats, graph.num_nodes, graph.pos_w)
 
+    moved = copy.deepcopy(work)  # reused: parameters and unit buffers are reset on every call
+    original_buffers = {name: buf.clone() for name, buf in work.named_buffers()}
+
     def outcome(perms, skip=()) -> tuple[float, bool]:
-        moved = copy.deepcopy(work)
         load_params(moved, permute_params(graph, theta, perms, skip=skip))
+        with torch.no_grad():
+            for name, buf in moved.named_buffers():
+                buf.copy_(original_buffers[name])
         permute_buffers(graph, moved, perms)
         deviation = float((_run(moved, x) - reference).abs().max()) / scale
         new_feats = graph.edge_features(permute_params(graph, theta, perms, skip=skip))
@@ -269,6 +284,9 @@ def verify(
 
     # bad permutations: every way of breaking a symmetry, cycled
     candidates: list[tuple[str, Any, Any]] = []
+    inert = graph.meta.get("without_effect", {})
+    for name, reason in inert.items():
+        report.notes.append(f"block '{name}' does not affect the outputs ({reason}); not used for bad permutations")
     for sym in symmetries:
         sides = [
             (b.name, side)
@@ -276,6 +294,7 @@ def verify(
             if b.view is not None
             for side, rng in (("src", b.src), ("dst", b.dst))
             if rng.group in sym.groups and rng.size > 1 and not (b.kind == "diagonal" and side == "src")
+            and b.name not in inert
         ]
         if len(sides) > 1:
             candidates += [("inconsistent", sym, side) for side in sides]
@@ -301,7 +320,7 @@ def verify(
                 ok = False
                 break
             detail = ""
-            ok = deviation > rtol and not same
+            ok = deviation > change_tol and not same
             if ok:
                 break
         report.checks.append(Check("bad", what, tuple(sym.groups), ok, deviation, same, detail))
