@@ -3,4 +3,20 @@
 See DESIGN.md section 4. The package is importable so that the distribution's layout is stable.
 """
 
-__all__: list[str] = []
+from .checkpoint import CheckpointError, load, save
+from .config import NiNoConfig
+from .model import NiNoEmbedding, NiNoModel
+from .scaling import LayerScales, param_sizes, scale_states, unscale
+
+__all__ = [
+    "CheckpointError",
+    "LayerScales",
+    "NiNoConfig",
+    "NiNoEmbedding",
+    "NiNoModel",
+    "load",
+    "param_sizes",
+    "save",
+    "scale_states",
+    "unscale",
+]

@@ -1,0 +1,154 @@
+"""Reading and writing NiNo checkpoints.
+
+Two formats are read by :func:`load`:
+
+- the published ``.pt`` files: a ``torch.save``d dict ``{'state_dict': ..., 'model_args': {...}}``
+  (``model_args`` lists only the arguments that differ from the defaults), read with
+  ``torch.load(weights_only=True)`` — no code from the file is executed;
+- our own format, a directory with ``config.json`` (the :class:`NiNoConfig` fields) and
+  ``model.safetensors`` (the state dict), written by :func:`save` / :meth:`NiNoModel.save`.
+
+A state dict that does not fit the architecture raises :class:`CheckpointError` naming every
+missing and unexpected parameter and every shape mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import NiNoConfig
+from .model import DEFAULT_EDGE_CHUNK, NiNoModel
+
+__all__ = ["CONFIG_FILE", "CheckpointError", "FORMAT_NAME", "WEIGHTS_FILE", "load", "save"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_NAME = "nowcast.NiNoModel"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model it describes."""
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape)
+
+
+def check_state_dict(model: NiNoModel, state_dict: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``state_dict`` has exactly the model's parameters and shapes."""
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    mismatched = [
+        f"{name}: checkpoint {_shape(state_dict[name])} vs model {_shape(expected[name])}"
+        for name in expected
+        if name in state_dict and _shape(state_dict[name]) != _shape(expected[name])
+    ]
+    not_tensors = [name for name, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+    if not (missing or unexpected or mismatched or not_tensors):
+        return
+    problems = []
+    if missing:
+        problems.append(f"missing parameters: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected parameters: {', '.join(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {'; '.join(mismatched)}")
+    if not_tensors:
+        problems.append(f"entries that are not tensors: {', '.join(not_tensors)}")
+    raise CheckpointError(f"checkpoint {source} does not fit {model.config}: " + " | ".join(problems))
+
+
+def _build(config: NiNoConfig, state_dict: Mapping[str, Any], source: str, edge_chunk: int | None) -> NiNoModel:
+    model = NiNoModel(config, edge_chunk=edge_chunk)
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(dict(state_dict), strict=True)
+    model.eval()
+    log.info("loaded NiNo checkpoint %s (%s, %d parameters)", source, config, sum(p.numel() for p in model.parameters()))
+    return model
+
+
+def _load_official(path: Path, edge_chunk: int | None) -> NiNoModel:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt / non-torch files
+        raise CheckpointError(f"cannot read {path} as a NiNo checkpoint: {exc}") from exc
+    if not isinstance(blob, Mapping) or not isinstance(blob.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path} is not a NiNo checkpoint: expected a dict with 'state_dict' and 'model_args'")
+    model_args = blob.get("model_args") or {}
+    if not isinstance(model_args, Mapping):
+        raise CheckpointError(f"{path}: 'model_args' must be a dict, got {type(model_args).__name__}")
+    try:
+        config = NiNoConfig.from_official_args(model_args)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    return _build(config, blob["state_dict"], str(path), edge_chunk)
+
+
+def _load_directory(path: Path, edge_chunk: int | None) -> NiNoModel:
+    from safetensors.torch import load_file
+
+    config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    for required in (config_path, weights_path):
+        if not required.is_file():
+            raise FileNotFoundError(f"NiNo checkpoint directory {path} has no {required.name}")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {config_path}: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{config_path} is not a {FORMAT_NAME} config")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{config_path}: unsupported format version {meta.get('version')!r}")
+    try:
+        config = NiNoConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from exc
+    try:
+        state_dict = load_file(str(weights_path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error type for corrupt files
+        raise CheckpointError(f"cannot read {weights_path}: {exc}") from exc
+    return _build(config, state_dict, str(path), edge_chunk)
+
+
+def load(path: str | Path, *, edge_chunk: int | None = DEFAULT_EDGE_CHUNK) -> NiNoModel:
+    """Load a NiNo model (in eval mode, on the CPU) from a published ``.pt`` file or our directory format.
+
+    Args:
+        path: a ``.pt`` file as published by the NiNo authors, or a directory written by
+            :func:`save`.
+        edge_chunk: passed to :class:`NiNoModel`.
+
+    Raises:
+        FileNotFoundError: ``path`` (or a file the directory format needs) does not exist.
+        CheckpointError: the file cannot be read, or its parameters do not fit its configuration.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no NiNo checkpoint at {path}")
+    if path.is_dir():
+        return _load_directory(path, edge_chunk)
+    return _load_official(path, edge_chunk)
+
+
+def save(model: NiNoModel, directory: str | Path) -> Path:
+    """Write ``model`` as ``directory/config.json`` + ``directory/model.safetensors``; returns the directory."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_dict = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    save_file(state_dict, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model.config.to_dict()}
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    log.info("saved NiNo model to %s", directory)
+    return directory

@@ -1,0 +1,23 @@
+"""Fixtures for the nowcast tests.
+
+The tests use small graphs (at most a few thousand edges), for which intra-op parallelism only
+adds synchronisation cost; on a busy machine every parallel region can stall for a scheduler
+time slice. Running them on one thread keeps them fast and does not change what they check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
