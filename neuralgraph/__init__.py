@@ -10,7 +10,7 @@ from .builder import GraphBuilder
 from .errors import GraphConstructionError, NeuralGraphError, ParameterMismatchError, UnsupportedModelError
 from .graph import NeuralGraph, UnitBuffer
 from .groups import NodeGroup, NodeRange
-from .params import ParamSpec, ParamView, flatten_params, load_params, param_specs
+from .params import ParamSpec, ParamView, StackedView, flatten_params, load_params, param_specs
 from .registry import Converter, convert, converters, get_converter, register
 from .source import ModelSource
 from .symmetry import Permutable, PermutableHeads
@@ -33,6 +33,7 @@ __all__ = [
     "ParameterMismatchError",
     "Permutable",
     "PermutableHeads",
+    "StackedView",
     "UnitBuffer",
     "UnsupportedModelError",
     "VerificationReport",

@@ -23,7 +23,7 @@ from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
 from .errors import GraphConstructionError
 from .graph import NeuralGraph, UnitBuffer
 from .groups import ROLES, NodeGroup, NodeRange, as_range
-from .params import ParamSpec, ParamView
+from .params import ParamSpec, ParamView, StackedView
 from .symmetry import Permutable, PermutableHeads
 
 __all__ = ["GraphBuilder"]
@@ -91,8 +91,20 @@ class GraphBuilder:
         *,
         name: str | None = None,
     ) -> EdgeBlock:
-        """Every ``src`` node to every ``dst`` node; ``view`` is ``(n_dst, n_src, *kernel)``."""
+        """Every ``src`` node to every ``dst`` node; ``view`` is ``(n_dst, n_src, *kernel)``.
+
+        A list of ``(n_dst, n_src)`` views stacks them as feature slots of one edge (the naive
+        attention graph's ``[W_q, W_k, W_v]``)."""
         src, dst = as_range(src), as_range(dst)
+        if isinstance(view, (list, tuple)):
+            parts = []
+            for v in view:
+                if v.shape != (dst.size, src.size):
+                    raise GraphConstructionError(
+                        f"dense block '{name or v.name}': stacked view {v.shape} must be ({dst.size}, {src.size})"
+                    )
+                parts.append(v.t().reshape_tail(2))
+            return self._add(name or parts[0].name, DENSE, src, dst, edge_type, StackedView(tuple(parts)))
         if view.ndim < 2 or view.shape[:2] != (dst.size, src.size):
             raise GraphConstructionError(
                 f"dense block '{name or view.name}': view of shape {view.shape} does not connect "
@@ -108,6 +120,11 @@ class GraphBuilder:
         """One node (``src``, size 1) to every ``dst`` node; ``view`` is ``(n_dst,)``, or
         ``(n_dst, K)`` for K feature slots per edge."""
         dst = as_range(dst)
+        if isinstance(view, (list, tuple)):
+            if any(v.shape != (dst.size,) for v in view):
+                raise GraphConstructionError(f"star block '{name}': stacked views must all have shape ({dst.size},)")
+            stacked = StackedView(tuple(v.reshape_tail(1) for v in view))
+            return self._add(name or stacked.name, STAR, src, dst, edge_type, stacked)
         if view.ndim not in (1, 2) or view.shape[0] != dst.size:
             raise GraphConstructionError(
                 f"star block '{name or view.name}': parameter of shape {view.shape} cannot act on "

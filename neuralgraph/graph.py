@@ -146,26 +146,26 @@ class NeuralGraph:
         by_param: dict[str, list[EdgeBlock]] = {}
         for b in self.blocks:
             if b.view is not None:
-                by_param.setdefault(b.view.name, []).append(b)
+                for part in b.view.parts:
+                    by_param.setdefault(part.name, []).append(part)
         for spec in self.params:
-            blocks = by_param.pop(spec.name, [])
-            count = sum(b.view.numel for b in blocks)
+            views = by_param.pop(spec.name, [])
+            count = sum(v.numel for v in views)
             if count != spec.numel:
                 raise GraphConstructionError(
                     f"parameter '{spec.name}' {spec.shape} has {spec.numel} values but the graph's blocks "
-                    f"place {count} of them ({', '.join(b.name for b in blocks) or 'no block'})"
+                    f"place {count} of them"
                 )
             lo, hi = spec.offset, spec.offset + spec.numel
-            for b in blocks:
-                v = b.view
+            for v in views:
                 first = v.offset
                 last = v.offset + sum((s - 1) * st for s, st in zip(v.shape, v.strides))
                 if v.numel and (first < lo or last >= hi or min(v.strides) < 0):
-                    raise GraphConstructionError(f"block '{b.name}': its view leaves parameter '{spec.name}'")
-            if 0 < spec.numel <= _EXACT_COVERAGE_LIMIT and len(blocks) > 0:
+                    raise GraphConstructionError(f"a block's view of parameter '{spec.name}' leaves the parameter")
+            if 0 < spec.numel <= _EXACT_COVERAGE_LIMIT and views:
                 hits = torch.zeros(spec.numel, dtype=torch.int16)
-                for b in blocks:
-                    idx = b.view.flat_indices() - spec.offset
+                for v in views:
+                    idx = v.flat_indices() - spec.offset
                     hits.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), dtype=torch.int16))
                 if not bool((hits == 1).all()):
                     bad = int(torch.nonzero(hits != 1)[0])
@@ -261,7 +261,7 @@ class NeuralGraph:
                 rows[:, :steps] = b.value
             else:
                 k = b.feat_size
-                rows[:, : k * steps] = b.view.of_states(states).reshape(b.num_edges, k * steps)
+                rows[:, : k * steps] = b.view.read_states(states).reshape(b.num_edges, k * steps)
         return out
 
     def to_params(self, edge_features: torch.Tensor, state: int = 0) -> torch.Tensor:
@@ -286,7 +286,7 @@ class NeuralGraph:
                 continue
             k = b.feat_size
             rows = edge_features[b.edge_start : b.edge_stop, : k * steps].reshape(b.num_edges, k, steps)
-            b.view.of(out).copy_(rows[:, :, state].reshape(b.view.shape))
+            b.view.write(out, rows[:, :, state].reshape(b.view.shape))
         return out
 
     # ------------------------------------------------------------------ exports

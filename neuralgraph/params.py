@@ -22,6 +22,7 @@ from .errors import ParameterMismatchError
 __all__ = [
     "ParamSpec",
     "ParamView",
+    "StackedView",
     "param_specs",
     "normalize_specs",
     "flatten_params",
@@ -147,12 +148,74 @@ class ParamView:
             self.offset * steps + states.storage_offset(),
         )
 
+    @property
+    def parts(self) -> tuple["ParamView", ...]:
+        return (self,)
+
+    def read(self, flat: torch.Tensor) -> torch.Tensor:
+        """The values of this window of a flat vector (a view)."""
+        return self.of(flat)
+
+    def read_states(self, states: torch.Tensor) -> torch.Tensor:
+        """The values of this window of a ``[P, T]`` stack: shape ``shape + (T,)``."""
+        return self.of_states(states)
+
+    def write(self, flat: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``values`` (shaped like the view) into this window of ``flat``."""
+        self.of(flat).copy_(values)
+
     def flat_indices(self) -> torch.Tensor:
         """Flat-vector positions covered by the view, shaped like the view (int64)."""
         index = torch.full((), self.offset, dtype=torch.int64)
         for size, stride in zip(self.shape, self.strides):
             index = index.unsqueeze(-1) + torch.arange(size, dtype=torch.int64) * stride
         return index
+
+
+@dataclass(frozen=True)
+class StackedView:
+    """Several views side by side along the last (feature-slot) axis.
+
+    For edges whose feature slots come from different tensors, e.g. the naive attention graph's
+    ``[W_q, W_k, W_v]`` edge when the three are separate parameters. Every part has the same
+    leading shape; the stacked view's last axis is the concatenation of the parts' last axes.
+    """
+
+    parts: tuple[ParamView, ...]
+
+    def __post_init__(self) -> None:
+        lead = {p.shape[:-1] for p in self.parts}
+        if len(lead) != 1:
+            raise ValueError(f"stacked views differ in shape: {[p.shape for p in self.parts]}")
+
+    @property
+    def name(self) -> str:
+        return "+".join(p.name for p in self.parts)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.parts[0].shape[:-1] + (sum(p.shape[-1] for p in self.parts),)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def read(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p.of(flat) for p in self.parts], dim=-1)
+
+    def read_states(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p.of_states(states) for p in self.parts], dim=-2)
+
+    def write(self, flat: torch.Tensor, values: torch.Tensor) -> None:
+        start = 0
+        for p in self.parts:
+            k = p.shape[-1]
+            p.of(flat).copy_(values[..., start : start + k])
+            start += k
 
 
 def _named_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -54,8 +54,8 @@ def permute_params(
         ps, pd = _local(b, "src", perms, skip), _local(b, "dst", perms, skip)
         if ps is None and pd is None:
             continue
-        values = b.view.of(vector)
-        target = b.view.of(out)
+        values = b.view.read(vector)
+        target = values.clone()
         if b.kind == DENSE:
             ps = torch.arange(b.src.size) if ps is None else ps
             pd = torch.arange(b.dst.size) if pd is None else pd
@@ -69,6 +69,7 @@ def permute_params(
             if not torch.equal(ps, pd):
                 raise ValueError(f"diagonal block '{b.name}': source and target must be permuted alike")
             target[pd] = values
+        b.view.write(out, target)
     return out
 
 

@@ -16,13 +16,15 @@ def random_graphs(draw):
     sizes = draw(st.lists(st.integers(1, 5), min_size=2, max_size=5))
     plan, pairs = [], []
     for i in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["dense", "star", "diag", "aux"]))
+        kind = draw(st.sampled_from(["dense", "star", "diag", "aux", "stack"]))
         a, b = draw(st.integers(0, len(sizes) - 1)), draw(st.integers(0, len(sizes) - 1))
         if kind == "dense":
             kernel = draw(st.sampled_from([(), (2,), (3, 3), (1, 2)]))
             pairs.append((f"p{i}", (sizes[b], sizes[a], *kernel)))
         elif kind == "star":
             pairs.append((f"p{i}", (sizes[b],)))
+        elif kind == "stack":
+            pairs += [(f"p{i}", (sizes[b], sizes[a])), (f"p{i}b", (sizes[b], sizes[a]))]
         elif kind == "diag":
             b = a if sizes[a] != sizes[b] else b
             pairs.append((f"p{i}", (sizes[a],)))
@@ -40,6 +42,8 @@ def build(sizes, plan, pairs):
             b.dense(b.param(name), groups[s], groups[d], et.CONV)
         elif kind == "star":
             b.star(b.param(name), b.bias_node(name), groups[d], et.BIAS)
+        elif kind == "stack":
+            b.dense([b.param(name), b.param(name + "b")], groups[s], groups[d], et.LINEAR, name=name)
         elif kind == "diag":
             b.diagonal(groups[s], groups[d], et.NORM, view=b.param(name))
         else:
@@ -63,12 +67,12 @@ def slow_edges(graph, theta):
             if blk.view is None:
                 row[0] = blk.value
             else:
-                spec = next(p for p in graph.params if p.name == blk.view.name)
-                w = theta[spec.offset : spec.offset + spec.numel].view(spec.shape)
-                if blk.kind == "dense":
-                    kernel = w[d, s].reshape(-1)
-                else:
-                    kernel = w[e].reshape(-1)
+                kernel = []
+                for part in blk.view.parts:
+                    spec = next(p for p in graph.params if p.name == part.name)
+                    w = theta[spec.offset : spec.offset + spec.numel].view(spec.shape)
+                    kernel.append(w[d, s].reshape(-1) if blk.kind == "dense" else w[e].reshape(-1))
+                kernel = torch.cat(kernel)
                 row[: kernel.numel()] = kernel.tolist()
             feats.append(row)
     return torch.tensor([src, dst]), torch.tensor(feats, dtype=theta.dtype)
