@@ -289,6 +289,23 @@ class NeuralGraph:
             b.view.write(out, rows[:, :, state].reshape(b.view.shape))
         return out
 
+    # ------------------------------------------------------------------ parts
+    def subgraph(self, param_names, *, lpe: int | None = None) -> "NeuralGraph":
+        """The graph of some parameters only (see :func:`neuralgraph.subgraph.subgraph`)."""
+        from .subgraph import subgraph
+
+        return subgraph(self, param_names, lpe=lpe)
+
+    def layers(self, *, lpe: int | None = None) -> list["NeuralGraph"]:
+        """One graph per transformer block / layer, then the rest (see :func:`layer_subgraphs`)."""
+        from .subgraph import layer_subgraphs
+
+        return layer_subgraphs(self, lpe=lpe)
+
+    def param_slices(self) -> dict[str, slice]:
+        """Where each parameter sits in the flat vector."""
+        return {p.name: slice(p.offset, p.offset + p.numel) for p in self.params}
+
     # ------------------------------------------------------------------ exports
     def to_pyg(self, states: torch.Tensor | None = None):
         """A ``torch_geometric.data.Data`` with edge_index, edge_type, pos, pos_w, num_nodes
