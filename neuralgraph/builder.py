@@ -191,13 +191,16 @@ class GraphBuilder:
         self._symmetries.append(sym)
         return sym
 
-    def permutable_heads(self, heads: NodeGroup, *members: NodeGroup) -> PermutableHeads:
+    def permutable_heads(self, heads: NodeGroup, *members: NodeGroup, within: int = 1) -> PermutableHeads:
         """Declare that whole heads may be reordered: ``heads`` has one node per head and each
-        member group (query-key units, value units) is split into that many equal segments."""
+        member group (query-key units, value units) is split into that many equal segments.
+        ``within`` keeps heads inside equal runs (query heads of one key/value head)."""
         for g in members:
             if g.size % heads.size:
                 raise GraphConstructionError(f"group '{g.name}' ({g.size}) does not split into {heads.size} heads")
-        sym = PermutableHeads(heads.name, tuple(g.name for g in members))
+        if heads.size % within:
+            raise GraphConstructionError(f"{heads.size} heads do not split into {within} runs")
+        sym = PermutableHeads(heads.name, tuple(g.name for g in members), within)
         self._symmetries.append(sym)
         return sym
 

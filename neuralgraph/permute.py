@@ -41,8 +41,9 @@ def permute_params(
 ) -> torch.Tensor:
     """The parameter vector after permuting node groups by ``perms`` (a new tensor).
 
-    ``skip`` lists ``(block name, side)`` pairs left unpermuted, which breaks the permutation on
-    purpose (the verifier's "bad" permutations).
+    ``skip`` lists ``(block name, side)`` pairs left unpermuted, or ``(block name, "slot", k)``
+    for the ``k``-th tensor of a stacked block (e.g. SwiGLU's gate without its up projection),
+    which breaks the permutation on purpose (the verifier's "bad" permutations).
     """
     vector = vector.contiguous()
     out = vector.clone()
@@ -69,6 +70,11 @@ def permute_params(
             if not torch.equal(ps, pd):
                 raise ValueError(f"diagonal block '{b.name}': source and target must be permuted alike")
             target[pd] = values
+        for name, what, *slot in skip:
+            if name == b.name and what == "slot":  # one stacked tensor left unpermuted
+                start = sum(part.shape[-1] for part in b.view.parts[: slot[0]])
+                width = b.view.parts[slot[0]].shape[-1]
+                target[..., start : start + width] = values[..., start : start + width]
         b.view.write(out, target)
     return out
 

@@ -5,7 +5,8 @@ declares the graph of a model. Registration says what it matches: module classes
 ``model_type`` strings, or (``fallback=True``) any ``nn.Module`` it can walk. It may also provide
 ``example`` — a function drawing a random small model from a ``random.Random`` — which makes the
 test suite check it (round trip and symmetry verification) with no new test code, and
-``example_inputs`` for the verifier.
+``example_inputs`` for the verifier (and ``verify_rtol`` when the model computes parts in
+reduced precision whatever its dtype).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Converter:
     description: str = ""
     example: ExampleFn | None = field(default=None, repr=False)
     example_inputs: InputsFn | None = field(default=None, repr=False)
+    verify_rtol: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -85,6 +87,7 @@ def register(
     description: str | None = None,
     example: ExampleFn | None = None,
     example_inputs: InputsFn | None = None,
+    verify_rtol: float | None = None,
     replace: bool = False,
 ) -> Callable[[ConvertFn], ConvertFn]:
     """Decorator registering ``fn(source, *, naive) -> GraphBuilder`` as converter ``name``."""
@@ -106,6 +109,7 @@ def register(
             description=description if description is not None else (doc[0] if doc else ""),
             example=example,
             example_inputs=example_inputs,
+            verify_rtol=verify_rtol,
         )
         return fn
 

@@ -88,10 +88,15 @@ class Permutable:
 @dataclass(frozen=True)
 class PermutableHeads:
     """Whole attention heads may be reordered: the head nodes of ``heads`` and the matching
-    segments of every ``members`` group (query-key units, value units) move together."""
+    segments of every ``members`` group (query-key units, value units) move together.
+
+    With ``within > 1`` heads only move inside ``within`` equal contiguous runs of heads (the
+    query heads sharing one key/value head under grouped-query attention).
+    """
 
     heads: str
     members: tuple[str, ...]
+    within: int = 1
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -103,22 +108,34 @@ class PermutableHeads:
 
     @property
     def name(self) -> str:
-        return f"heads {self.heads} with {'+'.join(self.members)}"
+        where = f" within {self.within} groups" if self.within > 1 else ""
+        return f"heads {self.heads}{where} with {'+'.join(self.members)}"
 
     def movable(self, sizes: Mapping[str, int]) -> bool:
-        return sizes[self.heads] > 1
+        return sizes[self.heads] // self.within > 1
 
     def draw(self, sizes: Mapping[str, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
         count = sizes[self.heads]
-        order = _avoid_identity(lambda: torch.randperm(count, generator=generator), count)
+        order = _avoid_identity(lambda: Permutable((self.heads,), self.within).sample(count, generator), count)
         perms = {self.heads: order}
         for name in self.members:
             width = sizes[name] // count
             perms[name] = (order.unsqueeze(1) * width + torch.arange(width)).reshape(-1)
         return perms
 
-    def cross_segment(self, sizes: Mapping[str, int], generator: torch.Generator) -> None:
-        return None
+    def cross_segment(self, sizes: Mapping[str, int], generator: torch.Generator) -> dict[str, torch.Tensor] | None:
+        """A bad permutation: unit ``j`` of one head swapped with unit ``j`` of another, in the
+        first member group only (head nodes stay)."""
+        count = sizes[self.heads]
+        if count < 2 or not self.members:
+            return None
+        name = self.members[0]
+        width = sizes[name] // count
+        a, b = torch.randperm(count, generator=generator)[:2].tolist()
+        j = int(torch.randint(width, (1,), generator=generator))
+        perm = torch.arange(sizes[name])
+        perm[a * width + j], perm[b * width + j] = b * width + j, a * width + j
+        return {name: perm}
 
 
 def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

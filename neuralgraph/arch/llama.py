@@ -1,0 +1,210 @@
+"""Llama-family decoders (Hugging Face ``LlamaModel`` / ``LlamaForCausalLM``; also Mistral and
+Qwen2, which share the layout) as neural graphs.
+
+Per block (pre-RMSNorm): ``input_layernorm`` attaches to the block's input stream and
+``post_attention_layernorm`` to the mid stream. The SwiGLU MLP's gate and up projections read the
+same stream and are multiplied unit by unit, so each (stream unit, hidden unit) pair is one edge
+whose two feature slots hold ``[W_gate, W_up]``; the hidden units (permuted together for both)
+feed ``down_proj``.
+
+Attention, with ``H`` query heads and ``G`` key/value heads:
+
+* ``G == H`` (multi-head): as GPT-2 — query-key units shared by W_q (stream -> unit) and W_k
+  (unit -> stream), value units, one node per head.
+* ``G < H`` (grouped-query): key and value units per key/value head; query units and
+  attention-output units per query head; head nodes for both kinds of heads. Auxiliary head edges
+  tie each key/value head node to its query head nodes, each key unit ``j`` to query unit ``j`` of
+  every query head it serves, and each value unit ``j`` to output unit ``j`` of those heads — so
+  moving a unit or a head across groups is visible in the graph, as it is to the function.
+
+RoPE rotates fixed pairs of query/key dimensions with fixed frequencies: no permutation of
+query/key dimensions inside a head keeps the function, and none is declared. Declared symmetries:
+whole heads (and, under GQA, whole key/value groups and query heads within their group), value
+dimensions within a head (multi-head case), MLP hidden units, and — for causal-LM heads, whose
+outputs are logits — the residual stream. Key biases (Qwen2) are *not* without effect here: RoPE
+rotates them with the key's position, so they change the scores.
+
+Known limitation: the graph does not tell query/key dimensions of one head apart (they have the
+same neighbours), although RoPE does; no edge type in the published vocabulary encodes a rotary
+frequency.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from .. import edge_types as et
+from ..builder import GraphBuilder
+from ..errors import UnsupportedModelError
+from ..registry import register
+from ..source import ModelSource
+from ._hf import config_value, require_transformers
+
+MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def declare_llama(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
+    b = GraphBuilder(source.params, arch="llama")
+    known = {p.name for p in source.params}
+    pre = "model." if "model.embed_tokens.weight" in known else ""
+    cfg = source.config
+    heads = int(config_value(cfg, "num_attention_heads", "n_head", what="number of attention heads"))
+    kv_heads = heads
+    for name in ("num_key_value_heads",):
+        try:
+            kv_heads = int(config_value(cfg, name, what="number of key/value heads"))
+        except UnsupportedModelError:
+            pass
+    if heads % kv_heads:
+        raise UnsupportedModelError(f"llama: {heads} query heads do not split into {kv_heads} key/value groups")
+    emb = b.param(pre + "embed_tokens.weight")
+    vocab, width = emb.shape
+    q0 = b.param(f"{pre}layers.0.self_attn.q_proj.weight") if f"{pre}layers.0.self_attn.q_proj.weight" in known else None
+    head_dim = q0.shape[0] // heads if q0 is not None else width // heads
+    layers = sorted({int(n[len(pre) + 7 :].split(".")[0]) for n in known if n.startswith(pre + "layers.")})
+
+    tokens = b.group("tokens", vocab, role="token", tokens=True)
+    streams = [b.group("stream.0", width, role="stream")]
+    b.dense(emb.t(), tokens, streams[0], et.TOKEN_EMBEDDING)
+
+    def norm(name: str, units) -> None:
+        b.star(b.param(name + ".weight"), b.bias_node(name + ".weight"), units, et.NORM)
+
+    def bias(name: str, units) -> None:
+        if name in known:
+            b.star(b.param(name), b.bias_node(name), units, et.BIAS)
+
+    for i in layers:
+        p = f"{pre}layers.{i}."
+        a = p + "self_attn."
+        x = streams[-1]
+        norm(p + "input_layernorm", x)
+        wq, wk, wv = (b.param(a + f"{n}_proj.weight") for n in "qkv")
+        mid = b.group(f"stream.{len(streams)}", width, role="stream")
+        if naive:
+            if kv_heads != heads:
+                raise UnsupportedModelError("llama: the naive graph needs as many key/value heads as query heads")
+            units = b.group(a + "qkv", heads * head_dim, role="value")
+            b.dense([wq, wk, wv], x, units, et.LINEAR, name=a + "qkv")
+            if a + "q_proj.bias" in known:
+                b.star([b.param(a + f"{n}_proj.bias") for n in "qkv"], b.bias_node(a + "qkv.bias"), units, et.BIAS)
+            out_units = units  # no head nodes, and RoPE leaves no symmetry inside a head
+        elif kv_heads == heads:
+            head_nodes = b.group(a + "heads", heads, role="head")
+            qk = b.group(a + "qk", heads * head_dim, role="query_key")
+            values = b.group(a + "v", heads * head_dim, role="value")
+            b.dense(wq, x, qk, et.ATTN_QUERY)
+            b.dense(wk.t(), qk, x, et.ATTN_KEY)
+            b.dense(wv, x, values, et.ATTN_VALUE)
+            for h in range(heads):
+                sl = slice(h * head_dim, (h + 1) * head_dim)
+                b.connect(head_nodes[h : h + 1], qk[sl], et.HEAD, name=f"{a}head{h}.qk")
+                b.connect(head_nodes[h : h + 1], values[sl], et.HEAD, name=f"{a}head{h}.v")
+            bias(a + "q_proj.bias", qk)
+            bias(a + "k_proj.bias", qk)
+            bias(a + "v_proj.bias", values)
+            b.permutable_heads(head_nodes, qk, values)
+            b.permutable(values, segments=heads)
+            out_units = values
+        else:
+            group = heads // kv_heads
+            kv_nodes = b.group(a + "kv_heads", kv_heads, role="head")
+            q_nodes = b.group(a + "q_heads", heads, role="head")
+            keys = b.group(a + "k", kv_heads * head_dim, role="query_key")
+            values = b.group(a + "v", kv_heads * head_dim, role="value")
+            queries = b.group(a + "q", heads * head_dim, role="query_key")
+            out_units = b.group(a + "o", heads * head_dim, role="value")
+            b.dense(wq, x, queries, et.ATTN_QUERY)
+            b.dense(wk.t(), keys, x, et.ATTN_KEY)
+            b.dense(wv, x, values, et.ATTN_VALUE)
+            for g in range(kv_heads):
+                kv_sl = slice(g * head_dim, (g + 1) * head_dim)
+                b.connect(kv_nodes[g : g + 1], keys[kv_sl], et.HEAD, name=f"{a}kv{g}.k")
+                b.connect(kv_nodes[g : g + 1], values[kv_sl], et.HEAD, name=f"{a}kv{g}.v")
+                b.connect(kv_nodes[g : g + 1], q_nodes[g * group : (g + 1) * group], et.HEAD, name=f"{a}kv{g}.q_heads")
+                for h in range(g * group, (g + 1) * group):
+                    q_sl = slice(h * head_dim, (h + 1) * head_dim)
+                    b.connect(q_nodes[h : h + 1], queries[q_sl], et.HEAD, name=f"{a}head{h}.q")
+                    b.connect(q_nodes[h : h + 1], out_units[q_sl], et.HEAD, name=f"{a}head{h}.o")
+                    b.diagonal(keys[kv_sl], queries[q_sl], et.HEAD, name=f"{a}head{h}.qk_pairs")
+                    b.diagonal(values[kv_sl], out_units[q_sl], et.HEAD, name=f"{a}head{h}.vo_pairs")
+            bias(a + "q_proj.bias", queries)
+            bias(a + "k_proj.bias", keys)
+            bias(a + "v_proj.bias", values)
+            b.permutable_heads(kv_nodes, keys, values, q_nodes, queries, out_units)
+            b.permutable_heads(q_nodes, queries, out_units, within=kv_heads)
+        b.dense(b.param(a + "o_proj.weight"), out_units, mid, et.LINEAR)
+        bias(a + "o_proj.bias", mid)
+        b.residual(x, mid)
+        norm(p + "post_attention_layernorm", mid)
+        m = p + "mlp."
+        gate, up = b.param(m + "gate_proj.weight"), b.param(m + "up_proj.weight")
+        hidden = b.group(m + "hidden", gate.shape[0], role="hidden")
+        b.dense([gate, up], mid, hidden, et.LINEAR, name=m + "gate_up")
+        if m + "gate_proj.bias" in known:
+            b.star([b.param(m + "gate_proj.bias"), b.param(m + "up_proj.bias")], b.bias_node(m + "gate_up.bias"),
+                   hidden, et.BIAS)
+        out = b.group(f"stream.{len(streams) + 1}", width, role="stream")
+        b.dense(b.param(m + "down_proj.weight"), hidden, out, et.LINEAR)
+        bias(m + "down_proj.bias", out)
+        b.residual(mid, out)
+        b.permutable(hidden)
+        streams += [mid, out]
+    norm(pre + "norm", streams[-1])
+    if "lm_head.weight" in known:
+        logits = b.group("logits", vocab, role="output", tokens=True)
+        b.dense(b.param("lm_head.weight"), streams[-1], logits, et.LINEAR)
+    if pre:  # a causal-LM head: outputs are logits, the stream itself is free to permute
+        b.permutable(*streams)
+    for name in known:
+        if not (name.startswith(pre + "layers.") or name in (pre + "embed_tokens.weight", pre + "norm.weight", "lm_head.weight")):
+            raise UnsupportedModelError(f"llama: parameter '{name}' is not part of the Llama layout")
+    return b
+
+
+def sample_llama(rng: random.Random):
+    transformers = require_transformers("the Llama example")
+    heads = rng.choice([1, 2, 4])
+    kv_heads = heads // rng.choice([r for r in (1, 2, 4) if heads % r == 0])
+    head_dim = rng.choice([2, 4])
+    kind = rng.choice(MODEL_TYPES)
+    common = dict(
+        # the width must split into heads (transformers checks) and be >= 3 (RMSNorm over 1-2 features
+        # hides permutations); head_dim is set on its own and must be even (RoPE rotates pairs)
+        vocab_size=rng.randint(3, 11), hidden_size=heads * rng.randint(-(-3 // heads), 3),
+        intermediate_size=rng.randint(2, 8), num_hidden_layers=rng.randint(1, 3), num_attention_heads=heads,
+        num_key_value_heads=kv_heads, head_dim=head_dim, max_position_embeddings=16,
+        tie_word_embeddings=rng.random() < 0.5, attn_implementation="eager",
+    )
+    if kind == "llama":
+        config = transformers.LlamaConfig(**common, attention_bias=rng.random() < 0.3, mlp_bias=rng.random() < 0.3)
+        classes = (transformers.LlamaForCausalLM, transformers.LlamaModel)
+    elif kind == "mistral":
+        config = transformers.MistralConfig(**common)
+        classes = (transformers.MistralForCausalLM, transformers.MistralModel)
+    else:
+        config = transformers.Qwen2Config(**common)
+        classes = (transformers.Qwen2ForCausalLM, transformers.Qwen2Model)
+    cls = classes[0] if rng.random() < 0.7 else classes[1]
+    return cls(config).eval()
+
+
+def llama_inputs(model, graph, generator: torch.Generator, batch: int) -> dict:
+    ids = torch.randint(model.config.vocab_size, (min(batch, 8), 6), generator=generator)
+    return {"input_ids": ids, "use_cache": False}
+
+
+@register(
+    "llama",
+    model_types=MODEL_TYPES,
+    accepts_specs=True,
+    example=sample_llama,
+    example_inputs=llama_inputs,
+    verify_rtol=1e-5,  # Hugging Face RMSNorm computes in float32 even in a float64 model
+    description="Hugging Face Llama / Mistral / Qwen2: grouped-query attention, SwiGLU, RMSNorm, RoPE",
+)
+def convert_llama(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
+    """Llama-family decoders; ``naive=True`` stacks W_q, W_k, W_v per unit (multi-head only)."""
+    return declare_llama(source, naive=naive)
