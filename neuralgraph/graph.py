@@ -27,7 +27,7 @@ __all__ = ["NeuralGraph", "UnitBuffer"]
 
 log = logging.getLogger(__name__)
 
-_EXACT_COVERAGE_LIMIT = 1 << 22  # parameters larger than this get a count check instead
+_EXACT_COVERAGE_LIMIT = 1 << 28  # parameters larger than this get a count check instead
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,11 @@ class NeuralGraph:
                 if v.numel and (first < lo or last >= hi or min(v.strides) < 0):
                     raise GraphConstructionError(f"a block's view of parameter '{spec.name}' leaves the parameter")
             if 0 < spec.numel <= _EXACT_COVERAGE_LIMIT and views:
-                hits = torch.zeros(spec.numel, dtype=torch.int16)
+                # count hits through the strided views themselves (no index tensors); the counts add
+                # up to numel, so any element placed twice leaves another at 0
+                hits = torch.zeros(spec.numel, dtype=torch.uint8)
                 for v in views:
-                    idx = v.flat_indices() - spec.offset
-                    hits.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), dtype=torch.int16))
+                    torch.as_strided(hits, v.shape, v.strides, v.offset - spec.offset).add_(1)
                 if not bool((hits == 1).all()):
                     bad = int(torch.nonzero(hits != 1)[0])
                     raise GraphConstructionError(
