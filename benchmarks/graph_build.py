@@ -1,12 +1,13 @@
-"""Graph build time, LPE time and peak memory for MLPs and convnets of 10K to 50M parameters.
+"""Graph build time, LPE time and peak memory: MLPs and convnets of 10K to 50M parameters, and
+Hugging Face transformers up to a Llama-3.2-1B-shaped model.
 
 Each configuration runs in a fresh subprocess so that its peak resident memory is its own.
 Models are created on the ``meta`` device: building a graph needs shapes, not weights.
-"Build" covers ``neuralgraph.convert`` plus materializing ``edge_index`` and ``edge_type``;
-"LPE" is the 8 Laplacian eigenvectors; "peak" is the subprocess's maximum RSS, and "over base"
-subtracts the RSS after importing torch and neuralgraph.
+"build" is ``neuralgraph.convert`` plus, where the table says so, materializing ``edge_index``
+and ``edge_type``; "LPE" is the 8 Laplacian eigenvectors; "peak" is the subprocess's maximum RSS
+(it includes about 230 MB for Python, torch and neuralgraph themselves).
 
-    python benchmarks/graph_build.py            # the full table (about a minute)
+    python benchmarks/graph_build.py            # everything (a few minutes)
     python benchmarks/graph_build.py --quick    # up to 1M parameters
 """
 
@@ -17,18 +18,25 @@ import json
 import subprocess
 import sys
 
+LLAMA_1B = {"vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True}
+
 CONFIGS = [
-    # name, kind, width  (MLP: 784 -> w -> w -> w -> 10; convnet: 3 -> c -> c -> c 3x3 convs, pool, linear 10)
-    ("mlp-10K", "mlp", 12),
-    ("mlp-100K", "mlp", 110),
-    ("mlp-1M", "mlp", 560),
-    ("mlp-10M", "mlp", 2040),
-    ("mlp-50M", "mlp", 4810),
-    ("convnet-10K", "conv", 22),
-    ("convnet-100K", "conv", 74),
-    ("convnet-1M", "conv", 235),
-    ("convnet-10M", "conv", 745),
-    ("convnet-50M", "conv", 1666),
+    # name, kind, argument, materialize the edge index?
+    # MLP: 784 -> w -> w -> w -> 10; convnet: 3 -> c -> c -> c 3x3 convs, pool, linear 10
+    ("mlp-10K", "mlp", 12, True),
+    ("mlp-100K", "mlp", 110, True),
+    ("mlp-1M", "mlp", 560, True),
+    ("mlp-10M", "mlp", 2040, True),
+    ("mlp-50M", "mlp", 4810, True),
+    ("convnet-10K", "conv", 22, True),
+    ("convnet-100K", "conv", 74, True),
+    ("convnet-1M", "conv", 235, True),
+    ("convnet-10M", "conv", 745, True),
+    ("convnet-50M", "conv", 1666, True),
+    ("gpt2-124M", "hf", ["GPT2Config", "GPT2LMHeadModel", {}], True),
+    ("gpt2-124M", "hf", ["GPT2Config", "GPT2LMHeadModel", {}], False),
+    ("llama-1B-shape", "hf", ["LlamaConfig", "LlamaForCausalLM", LLAMA_1B], False),
 ]
 
 CHILD = r"""
@@ -36,25 +44,31 @@ import json, resource, sys, time
 import torch
 from torch import nn
 import neuralgraph
-kind, width = sys.argv[1], int(sys.argv[2])
+kind, arg, materialize = json.loads(sys.argv[1])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with torch.device("meta"):
     if kind == "mlp":
-        model = nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                              nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+        model = nn.Sequential(nn.Linear(784, arg), nn.ReLU(), nn.Linear(arg, arg), nn.ReLU(),
+                              nn.Linear(arg, arg), nn.ReLU(), nn.Linear(arg, 10))
+    elif kind == "conv":
+        model = nn.Sequential(nn.Conv2d(3, arg, 3), nn.ReLU(), nn.Conv2d(arg, arg, 3), nn.ReLU(),
+                              nn.Conv2d(arg, arg, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                              nn.Linear(arg, 10))
     else:
-        model = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.Conv2d(width, width, 3), nn.ReLU(),
-                              nn.Conv2d(width, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                              nn.Linear(width, 10))
+        import transformers
+        transformers.logging.set_verbosity_error()
+        cfg_cls, model_cls, kwargs = arg
+        model = getattr(transformers, model_cls)(getattr(transformers, cfg_cls)(**kwargs))
 t0 = time.perf_counter()
 g = neuralgraph.convert(model, lpe=8)
-g.edge_index, g.edge_type
+if materialize:
+    g.edge_index, g.edge_type
 t1 = time.perf_counter()
 pos = g.pos
 t2 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(dict(params=g.num_params, nodes=g.num_nodes, edges=g.num_edges, build=t1 - t0, lpe=t2 - t1,
-                      peak_mb=peak / 1024, base_mb=base / 1024)))
+                      peak_mb=peak / 1024)))
 """
 
 
@@ -62,19 +76,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only configurations up to 1M parameters")
     args = parser.parse_args()
-    configs = [c for c in CONFIGS if not args.quick or not c[0].endswith(("10M", "50M"))]
-    header = f"{'model':<14}{'params':>12}{'nodes':>9}{'edges':>12}{'build s':>9}{'LPE s':>8}{'total s':>9}{'peak MB':>9}{'over base':>10}"
+    configs = [c for c in CONFIGS if not args.quick or c[0].endswith(("10K", "100K", "1M"))]
+    header = (f"{'model':<16}{'edge index':>11}{'params':>15}{'nodes':>10}{'edges':>14}{'build s':>9}"
+              f"{'LPE s':>8}{'total s':>9}{'peak MB':>9}")
     print(header)
     print("-" * len(header))
-    for name, kind, width in configs:
-        out = subprocess.run([sys.executable, "-c", CHILD, kind, str(width)], capture_output=True, text=True)
+    for name, kind, arg, materialize in configs:
+        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([kind, arg, materialize])],
+                             capture_output=True, text=True)
         if out.returncode:
-            print(f"{name:<14} failed: {out.stderr.strip().splitlines()[-1]}")
+            print(f"{name:<16} failed: {out.stderr.strip().splitlines()[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"{name:<14}{r['params']:>12,}{r['nodes']:>9,}{r['edges']:>12,}{r['build']:>9.3f}{r['lpe']:>8.3f}"
-            f"{r['build'] + r['lpe']:>9.3f}{r['peak_mb']:>9.0f}{r['peak_mb'] - r['base_mb']:>10.0f}"
+            f"{name:<16}{'built' if materialize else 'lazy':>11}{r['params']:>15,}{r['nodes']:>10,}{r['edges']:>14,}"
+            f"{r['build']:>9.2f}{r['lpe']:>8.2f}{r['build'] + r['lpe']:>9.2f}{r['peak_mb']:>9.0f}"
         )
 
 

@@ -108,3 +108,17 @@ def test_unsupported_hf_model_type_lists_supported():
         max_position_embeddings=8, word_embed_proj_dim=8))
     with pytest.raises(ng.UnsupportedModelError, match="model_type 'opt'.*Supported:.*gpt2"):
         ng.convert(model)
+
+
+def test_heads_that_do_not_divide_the_width():
+    specs = [(n, tuple(p.shape)) for n, p in tiny().named_parameters()]
+    with pytest.raises(ng.UnsupportedModelError, match="width 6 does not split into 4 heads"):
+        ng.convert(specs, arch="gpt2", config={"n_head": 4})
+
+
+def test_state_dict_of_another_configuration():
+    specs = [(n, tuple(p.shape)) for n, p in tiny().named_parameters()]
+    # layer 1's attention taken from a wider model
+    specs = [(n, (8, 24) if n == "transformer.h.1.attn.c_attn.weight" else s) for n, s in specs]
+    with pytest.raises(ng.GraphConstructionError, match="transformer.h.1.attn.c_attn"):
+        ng.convert(specs, arch="gpt2", config={"n_head": 2})
