@@ -204,11 +204,14 @@ class GraphBuilder:
         self._symmetries.append(sym)
         return sym
 
-    def without_effect(self, block: EdgeBlock, reason: str) -> None:
-        """Record that the model's outputs do not depend on this block's values (e.g. attention key
-        biases, which shift every score of a query equally and vanish in the softmax). The verifier
-        then does not expect a permutation that skips this block to change the outputs."""
-        self.meta.setdefault("without_effect", {})[block.name] = reason
+    def without_effect(self, block: EdgeBlock, reason: str, *, slot: int | None = None) -> None:
+        """Record that the model's outputs do not depend on this block's values — or, with
+        ``slot``, on that tensor of a stacked block (e.g. the key bias in a naive graph's
+        ``[b_q, b_k, b_v]`` edge). Attention key biases are the usual case: they shift every score
+        of a query equally and vanish in the softmax. The verifier then does not expect a
+        permutation that skips them to change the outputs."""
+        key = block.name if slot is None else f"{block.name}[{slot}]"
+        self.meta.setdefault("without_effect", {})[key] = reason
 
     def unit_buffer(self, name: str, group: NodeGroup, dim: int = 0) -> None:
         """Declare a per-unit buffer (e.g. BatchNorm running mean) that moves with ``group``."""

@@ -304,7 +304,7 @@ def verify(
     candidates: list[tuple[str, Any, Any]] = []
     inert = graph.meta.get("without_effect", {})
     for name, reason in inert.items():
-        report.notes.append(f"block '{name}' does not affect the outputs ({reason}); not used for bad permutations")
+        report.notes.append(f"'{name}' does not affect the outputs ({reason}); not used for bad permutations")
     for sym in symmetries:
         sides = [
             (b.name, side)
@@ -321,6 +321,7 @@ def verify(
             if b.view is not None and len(b.view.parts) > 1 and b.name not in inert
             and ({b.src.group, b.dst.group} & set(sym.groups))
             for k in range(len(b.view.parts))
+            if f"{b.name}[{k}]" not in inert
         ]
         if len(sides) > 1:
             candidates += [("inconsistent", sym, side) for side in sides]

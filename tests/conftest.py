@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -15,6 +16,10 @@ settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The tests run many tiny models: intra-op threads only add synchronisation (10x slower verify
+# runs were seen on a busy 2-core machine), and results do not depend on the thread count.
+torch.set_num_threads(1)
 
 
 def shared_path() -> Path:

@@ -1,5 +1,5 @@
 """Built-in converters; importing this package registers them."""
 
-from . import gpt2, llama, sequential  # noqa: F401
+from . import bert, gpt2, llama, nanogpt, sequential, vit  # noqa: F401
 
-__all__ = ["gpt2", "llama", "sequential"]
+__all__ = ["bert", "gpt2", "llama", "nanogpt", "sequential", "vit"]
