@@ -78,6 +78,7 @@ class NiNoModel(nn.Module):
         super().__init__()
         self.config = config if config is not None else NiNoConfig()
         self.edge_chunk = edge_chunk
+        self.max_edge_state_bytes = 1 << 30
         cfg = self.config
         if cfg.edge_types > 0:
             self.layer_embed = nn.Embedding(cfg.edge_types, cfg.hid)
@@ -110,6 +111,7 @@ class NiNoModel(nn.Module):
         k: int | Sequence[int],
         *,
         edge_chunk: int | None = None,
+        stream: bool | None = None,
     ) -> torch.Tensor:
         """Predicted scaled states ``k`` periods ahead, per edge and feature slot.
 
@@ -117,6 +119,10 @@ class NiNoModel(nn.Module):
             data: the graph (see the class docstring).
             k: a horizon in ``1..seq_len``, or a sequence of horizons.
             edge_chunk: overrides ``self.edge_chunk`` for this call.
+            stream: never hold ``E x hid`` edge states: recompute them chunk by chunk in every
+                pass instead (memory ``O(edge_chunk x hid)`` plus node states, about twice the
+                edge work). ``None`` (default) streams when the edge states would take more than
+                ``self.max_edge_state_bytes`` (1 GiB). Results equal the stored computation.
 
         Returns:
             ``[E, F]`` (last state plus the predicted change at horizon ``k``) for an integer
@@ -126,7 +132,9 @@ class NiNoModel(nn.Module):
         horizons, single = self._horizons(k)
         chunk = self.edge_chunk if edge_chunk is None else edge_chunk
         states, edge_type = self._edge_inputs(data)
-        if self.config.gnn:
+        if self.config.gnn and self._should_stream(states.shape[0], stream):
+            delta = self._gnn_streamed(data, states, edge_type, horizons, chunk or DEFAULT_EDGE_CHUNK)
+        elif self.config.gnn:
             edges = self._gnn_edges(data, states, edge_type, chunk, need_nodes=False).edges
             delta = self._gnn_head(edges, states.shape[1], horizons, chunk)
         else:
@@ -255,6 +263,69 @@ class NiNoModel(nn.Module):
             edges[start:stop] = e
         nodes, edges = self.gnn(x, edges, edge_index, chunk, need_nodes=need_nodes)
         return NiNoEmbedding(nodes, edges)
+
+    def _should_stream(self, n_edges: int, stream: bool | None) -> bool:
+        if stream is not None:
+            return stream
+        element = torch.finfo(self._dtype).bits // 8
+        return n_edges * self.config.hid * element > self.max_edge_state_bytes
+
+    def _initial_edges(self, flat: torch.Tensor, edge_type: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
+        proj = self.edge_proj.fc[0]
+        e = F.linear(flat[start:stop], proj.weight[:, : flat.shape[1]], proj.bias)
+        if edge_type is not None:
+            e = e + self.layer_embed(edge_type[start:stop])
+        return e
+
+    def _gnn_streamed(
+        self, data: Any, states: torch.Tensor, edge_type: torch.Tensor | None, horizons: torch.Tensor, chunk: int
+    ) -> torch.Tensor:
+        """The forward pass without storing edge states: node states of every layer are kept;
+        each edge chunk's states are recomputed from its inputs whenever a pass needs them."""
+        edge_index = getattr(data, "edge_index", None)
+        n_edges, n_slots, ctx = states.shape
+        if not isinstance(edge_index, torch.Tensor) or edge_index.shape != (2, n_edges):
+            raise ValueError(f"data.edge_index must be [2, {n_edges}]")
+        edge_index = edge_index.to(self._device, torch.long)
+        src, dst = edge_index[0], edge_index[1]
+        flat = states.reshape(n_edges, n_slots * ctx)
+        gnn = self.gnn
+        updates = list(gnn.edge_update)
+        x = self._node_features(data)
+        count = torch.bincount(dst, minlength=x.shape[0]).clamp_(min=1).to(x.dtype).unsqueeze(1)
+        update_terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (lin_s x, lin_t x) after each layer
+
+        def edge_states(start: int, stop: int, depth: int) -> torch.Tensor:
+            e = self._initial_edges(flat, edge_type, start, stop)
+            for u in range(depth):
+                s_term, t_term = update_terms[u]
+                z = updates[u].lin_e(e) + s_term[src[start:stop]] + t_term[dst[start:stop]]
+                e = updates[u].lin1(F.silu(z))
+            return e
+
+        # only layers followed by an edge update can reach the head
+        for layer in range(len(updates)):
+            conv = gnn.convs[layer]
+            pre = conv.pre_nns[0][0]
+            target_term = F.linear(x, pre.weight[:, : conv.hid], pre.bias)
+            source_term = F.linear(x, pre.weight[:, conv.hid :])
+            total = x.new_zeros(x.shape[0], conv.hid)
+            for start, stop in chunk_ranges(n_edges, chunk):
+                scale, shift = conv.edge_encoder(edge_states(start, stop, layer)).chunk(2, dim=-1)
+                d = dst[start:stop]
+                total.index_add_(0, d, torch.addcmul(shift, scale, target_term[d] + source_term[src[start:stop]]))
+            x = F.silu(conv.lin(conv.post_nns[0][0](torch.cat([x, total / count], dim=-1))))
+            update_terms.append((updates[layer].lin_s(x), updates[layer].lin_t(x)))
+        cfg = self.config
+        last = self.edge_out.linears[-1]
+        n_k = horizons.numel()
+        weight = last.weight.reshape(cfg.max_feat_size, cfg.seq_len, cfg.hid)[:n_slots, horizons].reshape(n_slots * n_k, cfg.hid)
+        bias = last.bias.reshape(cfg.max_feat_size, cfg.seq_len)[:n_slots, horizons].reshape(n_slots * n_k)
+        out = states.new_empty(n_edges, n_slots, n_k)
+        for start, stop in chunk_ranges(n_edges, chunk):
+            hidden = self.edge_out.hidden(edge_states(start, stop, len(updates)))
+            out[start:stop] = F.linear(hidden, weight, bias).reshape(stop - start, n_slots, n_k)
+        return out
 
     def _gnn_head(self, edges: torch.Tensor, n_slots: int, horizons: torch.Tensor, chunk: int | None) -> torch.Tensor:
         """Predicted changes ``[E, F, K]``: only the head rows ``f * seq_len + k - 1`` are computed."""

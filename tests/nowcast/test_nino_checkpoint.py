@@ -136,3 +136,30 @@ def test_bad_config_json(tmp_path: Path) -> None:
     (directory / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="not a nowcast.NiNoModel config"):
         load(directory)
+
+
+class _Payload:
+    """Unpickling this would run code (it calls a function with a side effect)."""
+
+    def __reduce__(self):
+        return (_touch, ("/tmp/neuralgraph-pickle-ran",))
+
+
+def _touch(path):  # pragma: no cover - must never run
+    open(path, "w").close()
+    return {}
+
+
+def test_pickle_that_would_execute_code_is_refused(tmp_path):
+    import os
+
+    import nowcast
+
+    marker = "/tmp/neuralgraph-pickle-ran"
+    if os.path.exists(marker):
+        os.remove(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "model_args": _Payload()}, path)
+    with pytest.raises(nowcast.CheckpointError, match="cannot read"):
+        nowcast.load(path)
+    assert not os.path.exists(marker)
