@@ -307,10 +307,21 @@ class NeuralGraph:
         """Where each parameter sits in the flat vector."""
         return {p.name: slice(p.offset, p.offset + p.numel) for p in self.params}
 
+    def block_table(self) -> torch.Tensor:
+        """``[B, 8]`` int64, one row per edge block: edge start, edge count, source start, source
+        count, target start, target count, kind (0 dense, 1 star, 2 diagonal) and edge type —
+        what block-aware consumers (NiNo's streamed forward) need instead of ``edge_index``."""
+        kinds = {DENSE: 0, STAR: 1, DIAGONAL: 2}
+        return torch.tensor(
+            [[b.edge_start, b.num_edges, b.src.start, b.src.size, b.dst.start, b.dst.size, kinds[b.kind], b.edge_type]
+             for b in self.blocks],
+            dtype=torch.int64,
+        ).reshape(-1, 8)
+
     # ------------------------------------------------------------------ exports
     def to_pyg(self, states: torch.Tensor | None = None):
-        """A ``torch_geometric.data.Data`` with edge_index, edge_type, pos, pos_w, num_nodes
-        and, given states ``[P]`` or ``[P, T]``, ``edge_attr``."""
+        """A ``torch_geometric.data.Data`` with edge_index, edge_type, pos, pos_w, num_nodes,
+        ``blocks`` (:meth:`block_table`) and, given states ``[P]`` or ``[P, T]``, ``edge_attr``."""
         from torch_geometric.data import Data
 
         data = Data(
@@ -320,6 +331,7 @@ class NeuralGraph:
             pos_w=self.pos_w,
             num_nodes=self.num_nodes,
         )
+        data.blocks = self.block_table()
         if states is not None:
             data.edge_attr = self.edge_features(states)
         return data

@@ -122,7 +122,11 @@ class NiNoModel(nn.Module):
             stream: never hold ``E x hid`` edge states: recompute them chunk by chunk in every
                 pass instead (memory ``O(edge_chunk x hid)`` plus node states, about twice the
                 edge work). ``None`` (default) streams when the edge states would take more than
-                ``self.max_edge_state_bytes`` (1 GiB). Results equal the stored computation.
+                ``self.max_edge_state_bytes`` (1 GiB), or for graphs of 2^20+ edges that carry
+                ``data.blocks``, where it is also the faster path. With ``data.blocks`` (graphs from
+                ``NeuralGraph.to_pyg``) the streamed pass also works block by block, without
+                per-edge gathers (:mod:`nowcast.streamed`). Results equal the stored computation
+                up to float rounding.
 
         Returns:
             ``[E, F]`` (last state plus the predicted change at horizon ``k``) for an integer
@@ -132,8 +136,15 @@ class NiNoModel(nn.Module):
         horizons, single = self._horizons(k)
         chunk = self.edge_chunk if edge_chunk is None else edge_chunk
         states, edge_type = self._edge_inputs(data)
-        if self.config.gnn and self._should_stream(states.shape[0], stream):
-            delta = self._gnn_streamed(data, states, edge_type, horizons, chunk or DEFAULT_EDGE_CHUNK)
+        blocks = isinstance(getattr(data, "blocks", None), torch.Tensor)
+        if self.config.gnn and self._should_stream(states.shape[0], stream, blocks):
+            if blocks:
+                from .streamed import STREAM_CHUNK, streamed_forward
+
+                piece = edge_chunk or STREAM_CHUNK  # small pieces keep the per-edge work in cache
+                delta = streamed_forward(self, data, states, edge_type, horizons, piece)
+            else:
+                delta = self._gnn_streamed(data, states, edge_type, horizons, chunk or DEFAULT_EDGE_CHUNK)
         elif self.config.gnn:
             edges = self._gnn_edges(data, states, edge_type, chunk, need_nodes=False).edges
             delta = self._gnn_head(edges, states.shape[1], horizons, chunk)
@@ -264,10 +275,12 @@ class NiNoModel(nn.Module):
         nodes, edges = self.gnn(x, edges, edge_index, chunk, need_nodes=need_nodes)
         return NiNoEmbedding(nodes, edges)
 
-    def _should_stream(self, n_edges: int, stream: bool | None) -> bool:
+    def _should_stream(self, n_edges: int, stream: bool | None, blocks: bool = False) -> bool:
         if stream is not None:
             return stream
         element = torch.finfo(self._dtype).bits // 8
+        if blocks and n_edges >= 1 << 20:  # block-wise streaming is also the faster path there
+            return True
         return n_edges * self.config.hid * element > self.max_edge_state_bytes
 
     def _initial_edges(self, flat: torch.Tensor, edge_type: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:

@@ -197,3 +197,22 @@ def test_streamed_forward_equals_stored():
         auto = model(data, 7)
     assert torch.allclose(stored, streamed, rtol=1e-5, atol=1e-6)
     assert torch.allclose(auto, stored[:, :, 1], rtol=1e-5, atol=1e-6)
+
+
+def test_block_streamed_forward_equals_stored():
+    """Block-wise streaming (data.blocks from NeuralGraph.to_pyg) matches the stored pass."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    nino = NiNoModel(NiNoConfig(hid=16, wte_pos_enc=False)).eval()
+    for model in (fm16(), transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            n_embd=8, n_layer=2, n_head=2, vocab_size=11, n_positions=5))):
+        graph = ng.convert(model)
+        data = graph.to_pyg(torch.randn(graph.num_params, 5))
+        assert data.blocks.shape == (len(graph.blocks), 8)
+        with torch.no_grad():
+            stored = nino(data, [1, 40], stream=False)
+            for piece in (7, 100, 4096):
+                streamed = nino(data, [1, 40], stream=True, edge_chunk=piece)
+                assert torch.allclose(stored, streamed, rtol=1e-5, atol=1e-5), piece
