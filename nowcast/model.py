@@ -275,6 +275,15 @@ class NiNoModel(nn.Module):
         nodes, edges = self.gnn(x, edges, edge_index, chunk, need_nodes=need_nodes)
         return NiNoEmbedding(nodes, edges)
 
+    def _head_rows(self, n_slots: int, horizons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's last linear map restricted to rows ``f * seq_len + k - 1`` (slot-major)."""
+        cfg = self.config
+        last = self.edge_out.linears[-1]
+        n_k = horizons.numel()
+        weight = last.weight.reshape(cfg.max_feat_size, cfg.seq_len, cfg.hid)[:n_slots, horizons]
+        bias = last.bias.reshape(cfg.max_feat_size, cfg.seq_len)[:n_slots, horizons]
+        return weight.reshape(n_slots * n_k, cfg.hid), bias.reshape(n_slots * n_k)
+
     def _should_stream(self, n_edges: int, stream: bool | None, blocks: bool = False) -> bool:
         if stream is not None:
             return stream
@@ -329,11 +338,8 @@ class NiNoModel(nn.Module):
                 total.index_add_(0, d, torch.addcmul(shift, scale, target_term[d] + source_term[src[start:stop]]))
             x = F.silu(conv.lin(conv.post_nns[0][0](torch.cat([x, total / count], dim=-1))))
             update_terms.append((updates[layer].lin_s(x), updates[layer].lin_t(x)))
-        cfg = self.config
-        last = self.edge_out.linears[-1]
         n_k = horizons.numel()
-        weight = last.weight.reshape(cfg.max_feat_size, cfg.seq_len, cfg.hid)[:n_slots, horizons].reshape(n_slots * n_k, cfg.hid)
-        bias = last.bias.reshape(cfg.max_feat_size, cfg.seq_len)[:n_slots, horizons].reshape(n_slots * n_k)
+        weight, bias = self._head_rows(n_slots, horizons)
         out = states.new_empty(n_edges, n_slots, n_k)
         for start, stop in chunk_ranges(n_edges, chunk):
             hidden = self.edge_out.hidden(edge_states(start, stop, len(updates)))
@@ -342,13 +348,8 @@ class NiNoModel(nn.Module):
 
     def _gnn_head(self, edges: torch.Tensor, n_slots: int, horizons: torch.Tensor, chunk: int | None) -> torch.Tensor:
         """Predicted changes ``[E, F, K]``: only the head rows ``f * seq_len + k - 1`` are computed."""
-        cfg = self.config
-        last = self.edge_out.linears[-1]
         n_k = horizons.numel()
-        weight = last.weight.reshape(cfg.max_feat_size, cfg.seq_len, cfg.hid)[:n_slots, horizons]
-        bias = last.bias.reshape(cfg.max_feat_size, cfg.seq_len)[:n_slots, horizons]
-        weight = weight.reshape(n_slots * n_k, cfg.hid)
-        bias = bias.reshape(n_slots * n_k)
+        weight, bias = self._head_rows(n_slots, horizons)
         out = edges.new_empty(edges.shape[0], n_slots, n_k)
         for start, stop in chunk_ranges(edges.shape[0], chunk):
             hidden = self.edge_out.hidden(edges[start:stop])

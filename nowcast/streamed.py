@@ -123,10 +123,8 @@ def streamed_forward(model: Any, data: Any, states: torch.Tensor, edge_type: tor
         x = F.silu(conv.lin(conv.post_nns[0][0](torch.cat([x, total / counts], dim=-1))))
         update_terms.append((updates[layer].lin_s(x), updates[layer].lin_t(x)))
 
-    last = model.edge_out.linears[-1]
     n_k = horizons.numel()
-    weight = last.weight.reshape(cfg.max_feat_size, cfg.seq_len, cfg.hid)[:n_slots, horizons].reshape(n_slots * n_k, cfg.hid)
-    bias = last.bias.reshape(cfg.max_feat_size, cfg.seq_len)[:n_slots, horizons].reshape(n_slots * n_k)
+    weight, bias = model._head_rows(n_slots, horizons)
     out = states.new_empty(n_edges, n_slots, n_k)
     for a, b, src, dst, rows, etype in _segments(blocks, chunk):
         if updates:
