@@ -13,8 +13,11 @@
   graph of the permuted parameters has the same Weisfeiler-Lehman fingerprint;
 * **bad permutations** — a declared symmetry broken on purpose (one parameter block incident to
   the group left unpermuted: e.g. queries permuted but not keys, or a unit's incoming weights but
-  not its outgoing ones; or a unit moved across segments/heads): the outputs must change (by more
-  than ``rtol``) *and* the graph's fingerprint must change (so the graphs are not isomorphic).
+  not its outgoing ones; one tensor of a stacked edge such as SwiGLU's gate without its up
+  projection; or a unit moved across segments/heads): the outputs must change — by more than
+  ``change_tol`` (1e-11 relative) and more than 10 times the largest change a good permutation
+  caused (the model's own round-off) — *and* the graph's fingerprint must change (so the graphs
+  are not isomorphic).
 
 The report is truthy exactly when every check passed.
 """
@@ -221,7 +224,7 @@ def verify(
     when there are more symmetries or ways to break them, so each is tried once). Good
     permutations must keep outputs within ``rtol`` (default 1e-6, or the converter's
     ``verify_rtol``); bad ones must move them by more than
-    ``change_tol`` and 100x the worst good deviation (relative to the largest output). Raises
+    ``change_tol`` and 10x the worst good deviation (relative to the largest output). Raises
     ``ValueError`` for models without real weights (``meta`` device).
     """
     if any(p.is_meta for p in model.parameters()):
@@ -299,7 +302,7 @@ def verify(
 
     # bad permutations: every way of breaking a symmetry, cycled
     # a bad permutation must move the outputs well above what good ones showed (round-off)
-    threshold = max(change_tol, 100 * report.worst_good_deviation)
+    threshold = max(change_tol, 10 * report.worst_good_deviation)
     report.change_threshold = threshold
     candidates: list[tuple[str, Any, Any]] = []
     inert = graph.meta.get("without_effect", {})

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pathlib import Path
+
 import pytest
 import torch
+
+import neuralgraph as ng
+from neuralgraph.examples import fm16
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -21,3 +26,14 @@ def _single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def inputs(shared: Path) -> dict:
+    """The authors' FM/16 NiNo test inputs (``nino_inputs_convnet_fm16.pt``)."""
+    return torch.load(shared / "reference" / "nino_inputs_convnet_fm16.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def fm16_graph() -> ng.NeuralGraph:
+    return ng.convert(fm16())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
@@ -62,3 +65,16 @@ class Recording:
 def regression_data(n_in: int = 4, n_out: int = 3, n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, n_in, generator=gen), torch.randn(n, n_out, generator=gen)
+
+
+def official_checkpoint(shared: Path, name: str) -> Path:
+    """``shared/checkpoints/official/<name>.pt``, or skip the test with the reason."""
+    path = shared / "checkpoints" / "official" / f"{name}.pt"
+    if not path.is_file():
+        pytest.skip(f"official checkpoint {path} not found")
+    return path
+
+
+def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """Normwise relative error ``max|ours - ref| / max|ref|``."""
+    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()

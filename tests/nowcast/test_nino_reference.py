@@ -2,7 +2,7 @@
 
 Inputs and outputs in ``nino_inputs_convnet_fm16.pt`` / ``nino_out_*_convnet_fm16.pt`` were
 produced by their code on the FM/16 convnet; our graph of the same network has the same
-edge_index and edge_type, so parameters map back through ``graph.to_params``. Errors are
+edge_index and edge_type, so parameters map back through ``fm16_graph.to_params``. Errors are
 measured normwise: ``max|ours - ref| / max|ref|`` over the whole tensor (element-wise relative
 errors are meaningless for values that are zero up to rounding).
 """
@@ -17,31 +17,11 @@ from torch_geometric.data import Data
 
 import neuralgraph as ng
 from neuralgraph.examples import fm16, mlp
+from nowcast_testutils import official_checkpoint, rel_err
 from nowcast import NiNoConfig, NiNoModel, load, scale_states, unscale
 
 TOL = 1e-5
 CHECKPOINTS = ("nino_no_posw", "nino_mlp")
-
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
-
-
-def _official(shared: Path, name: str) -> Path:
-    path = shared / "checkpoints" / "official" / f"{name}.pt"
-    if not path.is_file():
-        pytest.skip(f"official checkpoint {path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
-def inputs(shared: Path) -> dict:
-    return torch.load(shared / "reference" / "nino_inputs_convnet_fm16.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def graph() -> ng.NeuralGraph:
-    return ng.convert(fm16())
 
 
 def _data(inputs: dict, with_pos: bool) -> Data:
@@ -55,26 +35,26 @@ def _data(inputs: dict, with_pos: bool) -> Data:
     )
 
 
-def test_graph_matches_reference_inputs(inputs: dict, graph: ng.NeuralGraph) -> None:
-    assert torch.equal(graph.edge_index, inputs["edge_index"])
-    assert torch.equal(graph.edge_type, inputs["edge_type"])
-    assert torch.equal(graph.pos_w, inputs["pos_w"])
-    assert torch.equal(graph.edge_features(inputs["states_scaled"]), inputs["edge_attr_in"])
+def test_graph_matches_reference_inputs(inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
+    assert torch.equal(fm16_graph.edge_index, inputs["edge_index"])
+    assert torch.equal(fm16_graph.edge_type, inputs["edge_type"])
+    assert torch.equal(fm16_graph.pos_w, inputs["pos_w"])
+    assert torch.equal(fm16_graph.edge_features(inputs["states_scaled"]), inputs["edge_attr_in"])
 
 
-def test_scaling_reproduces_reference(inputs: dict, graph: ng.NeuralGraph) -> None:
-    scaled, scales = scale_states(inputs["states_raw"], graph.params)
+def test_scaling_reproduces_reference(inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
+    scaled, scales = scale_states(inputs["states_raw"], fm16_graph.params)
     assert rel_err(scaled, inputs["states_scaled"]) < 1e-6
     assert rel_err(scales.as_table(), inputs["scales_mean_std"]) < 1e-6
     torch.testing.assert_close(scales.as_table(), inputs["scales_mean_std"], rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
-def test_outputs_match_reference(shared: Path, inputs: dict, graph: ng.NeuralGraph, name: str) -> None:
-    model = load(_official(shared, name))
+def test_outputs_match_reference(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph, name: str) -> None:
+    model = load(official_checkpoint(shared, name))
     ref = torch.load(shared / "reference" / f"nino_out_{name}_convnet_fm16.pt", weights_only=True)
     data = _data(inputs, with_pos=bool(ref["uses_pos"]))
-    _, scales = scale_states(inputs["states_raw"], graph.params)
+    _, scales = scale_states(inputs["states_raw"], fm16_graph.params)
     ks = list(ref["ks"])
     assert ks, "the reference file lists no horizons"
     with torch.no_grad():
@@ -86,7 +66,7 @@ def test_outputs_match_reference(shared: Path, inputs: dict, graph: ng.NeuralGra
         expected = ref[f"edge_attr_out_k{k}"][:, :, 0]
         assert out.shape == expected.shape
         assert rel_err(out, expected) < TOL, f"{name} k={k}: edge outputs differ"
-        x_scaled = graph.to_params(out)
+        x_scaled = fm16_graph.to_params(out)
         assert rel_err(x_scaled, ref[f"x_pred_scaled_k{k}"]) < TOL, f"{name} k={k}: scaled parameters differ"
         x = unscale(x_scaled, scales)
         assert rel_err(x, ref[f"x_pred_k{k}"]) < TOL, f"{name} k={k}: parameters differ"
@@ -97,7 +77,7 @@ def test_state_dict_layout_matches_reference(shared: Path) -> None:
     for name in ("nino_no_posw", "nino_mlp", "nino_mlp_h32"):
         if name not in info:
             continue
-        model = load(_official(shared, name))
+        model = load(official_checkpoint(shared, name))
         ours = {key: tuple(t.shape) for key, t in model.state_dict().items()}
         theirs = {key: tuple(shape) for key, shape, _ in info[name]["state_dict_keys_shapes"]}
         assert ours == theirs, name
@@ -114,7 +94,7 @@ def test_state_dict_layout_matches_reference(shared: Path) -> None:
 
 
 def test_small_wnn_checkpoint_runs(shared: Path, inputs: dict) -> None:
-    model = load(_official(shared, "nino_mlp_h32"))
+    model = load(official_checkpoint(shared, "nino_mlp_h32"))
     assert model.config == NiNoConfig(gnn=False, hid=32)
     with torch.no_grad():
         out = model(_data(inputs, with_pos=False), [1, 40])
@@ -123,7 +103,7 @@ def test_small_wnn_checkpoint_runs(shared: Path, inputs: dict) -> None:
 
 def test_one_published_model_serves_an_mlp_then_the_convnet(shared: Path, inputs: dict) -> None:
     """The authors' model narrows edge_proj in place on small graphs; ours must not."""
-    path = _official(shared, "nino_no_posw")
+    path = official_checkpoint(shared, "nino_no_posw")
     model = load(path)
     small = ng.convert(mlp())
     states = torch.randn(small.num_params, 5, generator=torch.Generator().manual_seed(0))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from nowcast_testutils import Layered, small_nino
+from nowcast_testutils import official_checkpoint, rel_err, Layered, small_nino
 
 import neuralgraph as ng
 import nowcast
@@ -16,29 +16,8 @@ from nowcast import Linefit, NiNoPredictor, WNNPlus, layer_parts, load, predict
 TOL = 1e-5
 
 
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
-
-
-def _official(shared: Path, name: str) -> Path:
-    path = shared / "checkpoints" / "official" / f"{name}.pt"
-    if not path.is_file():
-        pytest.skip(f"official checkpoint {path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
-def inputs(shared: Path) -> dict:
-    return torch.load(shared / "reference" / "nino_inputs_convnet_fm16.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def fm16_graph() -> ng.NeuralGraph:
-    return ng.convert(fm16())
-
-
 def test_predict_reproduces_the_authors_nino(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
-    model = load(_official(shared, "nino_no_posw"))
+    model = load(official_checkpoint(shared, "nino_no_posw"))
     ref = torch.load(shared / "reference" / "nino_out_nino_no_posw_convnet_fm16.pt", weights_only=True)
     assert ref["uses_pos"]
     for k in ref["ks"]:
@@ -49,7 +28,7 @@ def test_predict_reproduces_the_authors_nino(shared: Path, inputs: dict, fm16_gr
 
 
 def test_predict_reproduces_the_authors_wnn_plus(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
-    predictor = WNNPlus.load(_official(shared, "nino_mlp"))
+    predictor = WNNPlus.load(official_checkpoint(shared, "nino_mlp"))
     ref = torch.load(shared / "reference" / "nino_out_nino_mlp_convnet_fm16.pt", weights_only=True)
     for k in ref["ks"]:
         x = predictor.predict(fm16_graph, inputs["states_raw"], k)
@@ -58,7 +37,7 @@ def test_predict_reproduces_the_authors_wnn_plus(shared: Path, inputs: dict, fm1
 
 
 def test_published_nino_with_our_encodings_runs(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
-    predictor = NiNoPredictor.load(_official(shared, "nino_no_posw"))
+    predictor = NiNoPredictor.load(official_checkpoint(shared, "nino_no_posw"))
     x = predictor.predict(fm16_graph, inputs["states_raw"], 5)
     assert torch.isfinite(x).all()
     last = inputs["states_raw"][:, -1]
