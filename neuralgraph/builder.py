@@ -177,6 +177,18 @@ class GraphBuilder:
         kind = STAR if src.size == 1 else DENSE
         return self._add(name or f"{src}->{dst}", kind, src, dst, edge_type, None, value)
 
+    def head_membership(self, heads: NodeGroup, prefix: str, *, unit: str = "head", **members: NodeGroup | NodeRange) -> None:
+        """Head node ``h`` gets a HEAD edge to every unit of segment ``h`` of each member group
+        (each split into ``heads.size`` equal segments); blocks are named
+        ``{prefix}{unit}{h}.{member}``."""
+        for label, group in members.items():
+            if as_range(group).size % heads.size:
+                raise GraphConstructionError(f"'{label}' does not split into {heads.size} heads")
+        for h in range(heads.size):
+            for label, group in members.items():
+                width = as_range(group).size // heads.size
+                self.connect(heads[h : h + 1], group[h * width : (h + 1) * width], et.HEAD, name=f"{prefix}{unit}{h}.{label}")
+
     def residual(self, src: NodeGroup | NodeRange, dst: NodeGroup | NodeRange, *, name: str | None = None) -> EdgeBlock:
         """A residual (identity) connection: auxiliary diagonal block of type RESIDUAL."""
         return self.diagonal(src, dst, et.RESIDUAL, name=name or f"{as_range(dst)}.res")

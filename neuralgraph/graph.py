@@ -9,7 +9,6 @@ strided views, so the mapping is exact in both directions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any

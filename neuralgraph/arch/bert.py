@@ -194,10 +194,7 @@ def declare_attention(
     b.dense(q, x, qk, et.ATTN_QUERY, name=names[0])
     b.dense(k.t(), qk, x, et.ATTN_KEY, name=names[1])
     b.dense(v, x, values, et.ATTN_VALUE, name=names[2])
-    qk_size, v_size = units // heads, v.shape[0] // heads
-    for h in range(heads):
-        b.connect(head_nodes[h : h + 1], qk[h * qk_size : (h + 1) * qk_size], et.HEAD, name=f"{name}.head{h}.qk")
-        b.connect(head_nodes[h : h + 1], values[h * v_size : (h + 1) * v_size], et.HEAD, name=f"{name}.head{h}.v")
+    b.head_membership(head_nodes, name + ".", qk=qk, v=values)
     for part, bias, dst, block in zip("qkv", biases, (qk, qk, values), bnames):
         if bias is None:
             continue

@@ -52,7 +52,6 @@ def declare_gpt2(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
     b.dense(wte.t(), tokens, stream, et.TOKEN_EMBEDDING)
     b.dense(wpe.t(), positions, stream, et.POSITION_EMBEDDING)
     streams = [stream]
-    head_size = width // heads
 
     def norm(name: str, units) -> None:
         b.star(b.param(name + ".weight"), b.bias_node(name + ".weight"), units, et.NORM)
@@ -87,10 +86,7 @@ def declare_gpt2(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
             b.dense(w[:, :width].t(), x, qk, et.ATTN_QUERY, name=p + "attn.c_attn.q")
             b.dense(w[:, width : 2 * width], qk, x, et.ATTN_KEY, name=p + "attn.c_attn.k")
             b.dense(w[:, 2 * width :].t(), x, values, et.ATTN_VALUE, name=p + "attn.c_attn.v")
-            for h in range(heads):
-                sl = slice(h * head_size, (h + 1) * head_size)
-                b.connect(head_nodes[h : h + 1], qk[sl], et.HEAD, name=f"{p}attn.head{h}.qk")
-                b.connect(head_nodes[h : h + 1], values[sl], et.HEAD, name=f"{p}attn.head{h}.v")
+            b.head_membership(head_nodes, p + "attn.", qk=qk, v=values)
             if bias is not None:
                 for part, units, lo in (("q", qk, 0), ("k", qk, width), ("v", values, 2 * width)):
                     node = b.bias_node(f"{p}attn.c_attn.bias.{part}")

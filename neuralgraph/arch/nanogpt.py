@@ -148,13 +148,6 @@ def _split_rows(view: ParamView, parts: int) -> ParamView:
     return ParamView(view.name, view.offset, (parts, n, *view.shape[1:]), (n * view.strides[0], *view.strides))
 
 
-def _head_edges(b: GraphBuilder, a: str, head_nodes: NodeGroup, head_size: int, **members: NodeGroup) -> None:
-    for h in range(head_nodes.size):
-        sl = slice(h * head_size, (h + 1) * head_size)
-        for label, units in members.items():
-            b.connect(head_nodes[h : h + 1], units[sl], et.HEAD, name=f"{a}head{h}.{label}")
-
-
 # ---------------------------------------------------------------------------------------- nanoGPT
 def declare_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
     b = GraphBuilder(source.params, arch="nanogpt")
@@ -166,7 +159,6 @@ def declare_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder
         raise UnsupportedModelError(
             f"nanogpt: n_embd {width} (parameter 'transformer.wte.weight') does not split into {heads} heads"
         )
-    head_size = width // heads
     wpe = r.param("transformer.wpe.weight", (None, width), "position embedding (block_size, n_embd)")
     tokens = b.group("tokens", vocab, role="token", tokens=True)
     positions = b.group("positions", wpe.shape[0], role="position")
@@ -213,7 +205,7 @@ def declare_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder
             b.dense(wq, x, qk, et.ATTN_QUERY, name=a + "c_attn.q")
             b.dense(wk.t(), qk, x, et.ATTN_KEY, name=a + "c_attn.k")
             b.dense(wv, x, values, et.ATTN_VALUE, name=a + "c_attn.v")
-            _head_edges(b, a, head_nodes, head_size, qk=qk, v=values)
+            b.head_membership(head_nodes, a, qk=qk, v=values)
             if bias is not None:
                 for k, (part, units) in enumerate((("q", qk), ("k", qk), ("v", values))):
                     blk = b.star(bias[k], b.bias_node(f"{a}c_attn.bias.{part}"), units, et.BIAS,
@@ -364,7 +356,7 @@ def declare_modded_nanogpt(source: ModelSource, *, naive: bool = False) -> Graph
                 b.dense(w[0], x, qk, et.ATTN_QUERY, name=a + "qkv_w.q")
                 b.dense(w[1].t(), qk, x, et.ATTN_KEY, name=a + "qkv_w.k")
                 b.dense(w[2], x, values, et.ATTN_VALUE, name=a + "qkv_w.v")
-                _head_edges(b, a, head_nodes, head_size, qk=qk, v=values)
+                b.head_membership(head_nodes, a, qk=qk, v=values)
                 if rotating:
                     rotary = b.group(a + "rotary", rotating, role="position")
                     half = head_size // 2

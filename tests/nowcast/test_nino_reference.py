@@ -16,7 +16,7 @@ import torch
 from torch_geometric.data import Data
 
 import neuralgraph as ng
-from neuralgraph.examples import fm16, mlp
+from neuralgraph.examples import mlp
 from nowcast_testutils import official_checkpoint, rel_err
 from nowcast import NiNoConfig, NiNoModel, load, scale_states, unscale
 
