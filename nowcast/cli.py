@@ -1,4 +1,5 @@
-"""``nowcast`` command line: one nowcasting step on saved checkpoints, offline.
+"""``nowcast`` command line: one nowcasting step on saved checkpoints, offline
+(``nowcast compare`` and ``nowcast tasks`` live in :mod:`nowcast.cli_compare`).
 
     python -m nowcast.cli step CHECKPOINTS... --predictor P (--k K | --step S --max-train-steps N) --out OUT
 
@@ -281,7 +282,7 @@ def _step(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nowcast", description="NiNo parameter nowcasting on saved checkpoints (offline).")
+    parser = argparse.ArgumentParser(prog="nowcast", description="NiNo parameter nowcasting: jump saved checkpoints (step), compare methods on tasks (compare, tasks).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
@@ -304,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="device for the NiNo model (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out")
     p.set_defaults(run=_step)
+    from .cli_compare import add_parsers
+
+    add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
