@@ -34,7 +34,7 @@ def _compare(args: argparse.Namespace) -> int:
     result = compare(
         args.task, methods, seeds=args.seeds, max_steps=args.max_steps, data_dir=args.data_dir,
         nino_checkpoint=args.nino_checkpoint, wnn_checkpoint=args.wnn_checkpoint,
-        progress=not args.no_progress, json_path=json_path, resume=args.resume,
+        progress=not args.no_progress, json_path=json_path, resume=args.resume, on_run=report,
     )
     plot = result.plot(out / f"{args.task}.png")
     print()

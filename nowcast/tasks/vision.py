@@ -6,7 +6,9 @@
   mean / std (0.2860 / 0.3530). Targets 89.5 % / 90.5 %.
 - **digits**: the same FM/16 convnet on scikit-learn's 8x8 digits (1797 images, shipped with
   scikit-learn: no files at all). A fixed stratified split (seed 0) keeps 360 images for
-  validation and trains on 1437; pixels /16 then standardised. Adam lr 6e-3, batch 128.
+  validation and trains on 1437; pixels /16 then standardised. Adam lr 1e-3 (with FM's 6e-3
+  Adam reaches 95 % within 200 steps, before the first nowcast), batch 128, 2000 steps, target
+  95 %, evaluated every 20 steps, nowcast period 200 (states every 40 steps).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ DIGITS = register_task(
         name="digits",
         description="scikit-learn 8x8 digits, convnet 16-32-32 (embedded, no files needed)",
         build_model=lambda: FMConvNet((16, 32, 32)),
-        make_optimizer=_adam(6e-3),
+        make_optimizer=_adam(1e-3),
         load_data=digits_data,
         metric="accuracy",
         higher_is_better=True,
@@ -120,6 +122,6 @@ DIGITS = register_task(
         eval_every=20,
         period=200,
         validation="360 images, 36 per class, a fixed split (seed 0)",
-        optimizer="Adam lr 6e-3, batch 128",
+        optimizer="Adam lr 1e-3, batch 128",
     )
 )
