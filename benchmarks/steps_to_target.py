@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nino-checkpoint", help="NiNo checkpoint (.pt or nowcast.save directory) for 'nino'")
     p.add_argument("--wnn-checkpoint", help="WNN+ checkpoint (e.g. nino_mlp.pt) for 'wnn+'")
     p.add_argument("--max-steps", type=int, help="planned training steps (default: the task's)")
+    p.add_argument("--adam-max-steps", type=int, help="let Adam alone train this long to measure its steps-to-target (default: --max-steps)")
     p.add_argument("--data-dir", help="folder holding the task's dataset (default: the standard places)")
     p.add_argument("--json", dest="json_path", help="write raw results here (default docs/results/<task>.json)")
     p.add_argument("--plot", help="curves plot path (default: the JSON path with .png)")
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             args.task, methods, seeds=args.seeds, max_steps=args.max_steps, data_dir=args.data_dir,
             nino_checkpoint=args.nino_checkpoint, wnn_checkpoint=args.wnn_checkpoint,
             progress=not args.no_progress, json_path=json_path, resume=not args.fresh, on_run=report,
+            baseline_max_steps=args.adam_max_steps,
         )
     except (DataNotFoundError, FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

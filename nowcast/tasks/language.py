@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -90,12 +91,14 @@ class CharVocab:
 
 
 class WordVocab:
-    """Words of a token list in first-seen order; unknown words map to ``<unk>``."""
+    """Words of a token list seen at least ``min_count`` times, in first-seen order after ``<unk>``;
+    other words map to ``<unk>``."""
 
     UNK = "<unk>"
 
-    def __init__(self, tokens: list[str]) -> None:
-        self.words = list(dict.fromkeys([self.UNK, *tokens]))
+    def __init__(self, tokens: list[str], min_count: int = 1) -> None:
+        counts = Counter(tokens)
+        self.words = list(dict.fromkeys([self.UNK, *(w for w in tokens if counts[w] >= min_count)]))
         self.index = {w: i for i, w in enumerate(self.words)}
 
     def __len__(self) -> int:

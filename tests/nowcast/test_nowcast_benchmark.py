@@ -88,3 +88,14 @@ def test_benchmark_script_prints_the_table_and_writes_results(tmp_path, capsys):
 def test_benchmark_script_reports_bad_methods(tmp_path, capsys):
     code = _script().main(["--task", "digits", "--methods", "adam,sgd", "--json", str(tmp_path / "x.json")])
     assert code == 2 and "unknown method 'sgd'" in capsys.readouterr().err
+
+
+def test_adam_may_train_longer_than_the_planned_length(tmp_path):
+    import dataclasses
+
+    from nowcast.tasks import get_task
+
+    task = dataclasses.replace(get_task("digits"), target=1.01)  # unreachable: every run uses its whole budget
+    c = compare(task, ["adam", "linefit+"], seeds=1, max_steps=40, baseline_max_steps=60, eval_every=20, period=20, progress=False)
+    budget = {r.method: (r.max_steps, r.steps[-1]) for r in c.runs}
+    assert budget == {"adam": (60, 60), "linefit+": (40, 40)}
