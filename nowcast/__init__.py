@@ -2,14 +2,20 @@
 
 See DESIGN.md sections 4 and 5, ``docs/nino.md`` (the model) and ``docs/nowcast_optimizer.md``
 (prediction, baselines, the :class:`NiNo` optimizer wrapper and the command line), ``docs/tasks.md``
-(tasks, :func:`train` and the steps-to-target comparison :func:`compare`).
+(tasks, :func:`train` and the steps-to-target comparison :func:`compare`), ``docs/metatraining.md``
+(trajectory collection, the meta-training dataset and loop, our own checkpoints).
 """
 
 from .baselines import WNN, Linefit, LinefitPlus
 from .benchmark import Comparison, compare
 from .checkpoint import CheckpointError, load, save
+from .collect import RECIPES, Recipe, RunSpec, collect, collect_run, load_trajectory
 from .config import NiNoConfig
+from .metadataset import GraphCache, MetaDataset, WindowItem
+from .metatrain import MetaTrainConfig, MetaTrainResult, load_result, metatrain, window_loss
+from .metatrain import export as export_checkpoint
 from .methods import METHODS, Method, resolve_method
+from .model_card import append_evaluation, write_model_card
 from .model import NiNoEmbedding, NiNoModel
 from .optim import NiNo, horizon_schedule
 from .predict import (
@@ -26,14 +32,30 @@ from .scaling import LayerScales, param_sizes, scale_states, unscale
 from .training import RunResult, train
 
 __all__ = [
+    "append_evaluation",
+    "as_nowcaster",
     "CheckpointError",
+    "collect",
+    "collect_run",
+    "compare",
     "Comparison",
+    "export_checkpoint",
+    "GraphCache",
     "GraphPart",
+    "horizon_schedule",
+    "layer_parts",
     "LayerScales",
     "Linefit",
     "LinefitPlus",
-    "METHODS",
+    "load",
+    "load_result",
+    "load_trajectory",
+    "MetaDataset",
+    "metatrain",
+    "MetaTrainConfig",
+    "MetaTrainResult",
     "Method",
+    "METHODS",
     "ModelNowcaster",
     "NiNo",
     "NiNoConfig",
@@ -41,19 +63,20 @@ __all__ = [
     "NiNoModel",
     "NiNoPredictor",
     "Nowcaster",
-    "RunResult",
-    "WNN",
-    "WNNPlus",
-    "as_nowcaster",
-    "compare",
-    "horizon_schedule",
-    "layer_parts",
-    "load",
     "param_sizes",
     "predict",
+    "Recipe",
+    "RECIPES",
     "resolve_method",
+    "RunResult",
+    "RunSpec",
     "save",
     "scale_states",
     "train",
     "unscale",
+    "window_loss",
+    "WindowItem",
+    "WNN",
+    "WNNPlus",
+    "write_model_card",
 ]

@@ -306,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out")
     p.set_defaults(run=_step)
     from .cli_compare import add_parsers
+    from .cli_metatrain import add_parsers as add_metatrain_parsers
 
     add_parsers(sub)
+    add_metatrain_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,299 @@
+"""``nowcast collect``, ``nowcast metatrain``, ``nowcast build-checkpoint`` and ``nowcast model-card``:
+train our own NiNo checkpoint (see ``docs/metatraining.md``).
+
+    nowcast build-checkpoint --recipe nino-cpu --out checkpoints/nino-cpu --work runs/nino-cpu
+
+runs the three stages (trajectory collection, meta-training, export) and can be rerun after an
+interruption: finished runs are kept, an unfinished run continues from its last snapshot and
+meta-training from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parsers"]
+
+TRAJECTORIES = "trajectories"
+METATRAIN = "metatrain"
+GRAPHS = "graphs"
+RECIPE_FILE = "recipe.json"
+
+_OVERRIDES = ("hid", "layers", "steps", "batch", "lr", "wd", "warmup", "seed", "checkpoint_every", "eval_every")
+
+
+# Planning estimates (seconds, one free core, torch 1 thread; measured on the project's 2-core
+# machine, process CPU time): a base-optimizer step incl. the amortised validation at every
+# snapshot (FM/16: 27 ms + 1.6 s per evaluation of 10k images), and one window's NiNo forward +
+# backward at hid 64 over all 40 horizons incl. building the window (scales ~hid^2).
+_STEP_S = {"fm16": 0.035, "fm32": 0.08, "digits": 0.006, "shakespeare-3-24": 0.030, "shakespeare-2-32": 0.026}
+_WINDOW_S_HID64 = {"fm16": 0.028, "fm32": 0.1, "digits": 0.028, "shakespeare-3-24": 0.205, "shakespeare-2-32": 0.24}
+
+
+def _plan(recipe: Any, workers: int) -> str:
+    """A table of the recipe's runs with estimated times (see _STEP_S / _WINDOW_S_HID64)."""
+    from .metatrain import MetaTrainConfig
+
+    cfg = MetaTrainConfig.from_dict(dict(recipe.metatrain))
+    by_task: dict[str, list] = {}
+    for r in recipe.runs:
+        by_task.setdefault(r.task, []).append(r)
+    lines = [f"recipe {recipe.name}: {recipe.description}", "", f"{'task':<18} {'runs':>4} {'steps':>12} {'windows':>8} {'est. min':>9}"]
+    collect_s, windows, window_cost = 0.0, 0, 0.0
+    unknown = []
+    for task, runs in by_task.items():
+        steps = sum(r.resolved_steps() for r in runs)
+        n_win = sum(max(0, r.resolved_steps() // r.every + 1 - cfg.ctx) for r in runs)
+        cost = _STEP_S.get(task)
+        if cost is None:
+            unknown.append(task)
+            cost = 0.0
+        collect_s += steps * cost
+        windows += n_win
+        window_cost += n_win * _WINDOW_S_HID64.get(task, 0.0) * (cfg.hid / 64) ** 2
+        lines.append(f"{task:<18} {len(runs):>4} {steps:>12,} {n_win:>8} {steps * cost / 60:>9.1f}")
+    meta_s = cfg.steps * cfg.batch * (window_cost / max(1, windows))
+    lines += [
+        "",
+        f"collection: {collect_s / 60:.0f} core-min, about {collect_s / 60 / max(1, workers):.0f} min with {workers} worker(s)",
+        f"meta-training: {cfg.steps} steps x {cfg.batch} windows at hid {cfg.hid}: about {meta_s / 60:.0f} min on one free core",
+        f"total: about {(collect_s / max(1, workers) + meta_s) / 60:.0f} min (estimates for free cores; a busy machine is slower)",
+    ]
+    if unknown:
+        lines.append(f"(no cost estimate for {', '.join(unknown)})")
+    return "\n".join(lines)
+
+
+def _threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def _work(args: argparse.Namespace) -> Path:
+    if args.work:
+        return Path(args.work)
+    return Path("runs") / ("custom" if getattr(args, "task", None) else args.recipe)
+
+
+def _check_recipe_file(work: Path, recipe: Any) -> None:
+    """Refuse to mix two recipes in one work folder (resuming relies on it)."""
+    path = work / RECIPE_FILE
+    wanted = recipe.to_dict()
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != json.loads(json.dumps(wanted)):
+            raise ValueError(f"{work} holds another recipe ({saved.get('name')}, see {path}): choose another --work")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=1) + "\n")
+
+
+def _runs_from_args(args: argparse.Namespace):
+    from .collect import RunSpec, get_recipe
+
+    if args.task:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        mults = [float(m) for m in args.lr_mults.split(",") if m.strip()]
+        return [RunSpec(args.task, s, mults[i % len(mults)], args.steps, args.every) for i, s in enumerate(seeds)]
+    return get_recipe(args.recipe)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from .collect import Recipe, collect, load_trajectory
+
+    _threads(args)
+    runs = _runs_from_args(args)
+    work = _work(args)
+    if isinstance(runs, Recipe):
+        _check_recipe_file(work, runs)
+        n = len(runs.runs)
+    else:
+        n = len(runs)
+    out = work / TRAJECTORIES
+    print(f"collecting {n} run(s) into {out}", flush=True)
+    start = time.perf_counter()
+    dirs = collect(runs, out, progress=not args.no_progress, workers=args.workers, threads=args.threads, data_dir=args.data_dir)
+    for d in dirs:
+        t = load_trajectory(d)
+        snaps = t.meta["snapshots"]
+        metric = snaps["metric"][-1] if snaps["metric"] else float("nan")
+        print(f"  {t.run_id}: {t.meta['status']}, {t.n_snapshots} snapshots, {t.meta['metric_name']} {metric:.4g}, {t.meta['wall_s']:.0f} s")
+    print(f"collection: {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _config(args: argparse.Namespace, base: dict[str, Any]):
+    from .metatrain import MetaTrainConfig
+
+    values = dict(base)
+    for name in _OVERRIDES:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    return MetaTrainConfig.from_dict(values)
+
+
+def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: dict[str, Any], timings: dict[str, float]) -> int:
+    from .collect import load_trajectory
+    from .metadataset import MetaDataset, find_trajectories
+    from .metatrain import export, metatrain
+
+    config = _config(args, base)
+    traj_dir = Path(args.trajectories) if getattr(args, "trajectories", None) else work / TRAJECTORIES
+    dataset = MetaDataset(traj_dir, ctx=config.ctx, seq_len=config.seq_len, max_feat_size=config.max_feat_size, cache_dir=work / GRAPHS)
+    print(f"meta-training on {len(dataset.trajectories)} trajectories ({len(dataset)} windows): {config}", flush=True)
+    result = metatrain(dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart)
+    timings = dict(timings)
+    runs_wall = sum(float(load_trajectory(d).meta.get("wall_s", 0.0)) for d in find_trajectories(traj_dir))
+    timings.setdefault("collection (sum over runs)", runs_wall)
+    timings["meta-training"] = result.wall_s
+    if result.step < config.steps:
+        print(f"meta-training stopped at step {result.step} of {config.steps}; rerun to continue")
+        return 1
+    out = export(result, args.out, recipe=recipe.to_dict() if recipe is not None else None, timings=timings)
+    ev = result.evals["loss"]
+    print(
+        f"meta-training: {result.step} steps in {result.wall_s / 60:.1f} min; final training loss {result.final_loss:.4f}"
+        + (f", eval loss {ev[0]:.4f} -> {ev[-1]:.4f}" if ev else "")
+        + f" (no change {result.baselines.get('zero', float('nan')):.4f}, linefit {result.baselines.get('linefit', float('nan')):.4f});"
+        f" {result.nan_skips} non-finite batches skipped, {result.rollbacks} rollbacks"
+    )
+    print(f"wrote {out} (config.json, model.safetensors, training_curve.png, MODEL_CARD.md)")
+    return 0
+
+
+def _metatrain(args: argparse.Namespace) -> int:
+    from .collect import get_recipe
+
+    _threads(args)
+    recipe = get_recipe(args.recipe) if args.recipe else None
+    work = Path(args.work) if args.work else Path("runs") / (args.recipe or "custom")
+    base = dict(recipe.metatrain) if recipe is not None else {}
+    return _metatrain_stage(args, recipe, work, base, {})
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .collect import collect, get_recipe
+
+    _threads(args)
+    recipe = get_recipe(args.recipe)
+    if args.dry_run:
+        print(_plan(recipe, args.workers or recipe.workers))
+        return 0
+    work = _work(args)
+    _check_recipe_file(work, recipe)
+    print(f"recipe {recipe.name}: {recipe.description}", flush=True)
+    print(f"stage 1/3: collecting {len(recipe.runs)} trajectories into {work / TRAJECTORIES}", flush=True)
+    start = time.perf_counter()
+    collect(recipe, work / TRAJECTORIES, progress=not args.no_progress, workers=args.workers, threads=args.threads or 1, data_dir=args.data_dir)
+    collected = time.perf_counter() - start
+    print(f"stage 1/3 done in {collected / 60:.1f} min", flush=True)
+    if args.metatrain_threads:
+        import torch
+
+        torch.set_num_threads(args.metatrain_threads)
+    print("stage 2/3 + 3/3: meta-training and export", flush=True)
+    return _metatrain_stage(args, recipe, work, dict(recipe.metatrain), {})
+
+
+def _model_card(args: argparse.Namespace) -> int:
+    from .model_card import append_evaluation
+
+    card = Path(args.card)
+    if card.is_dir():
+        card = card / "MODEL_CARD.md"
+    for source in args.append:
+        append_evaluation(card, source)
+        print(f"appended {source} to {card}")
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; per process when collecting in parallel)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_metatrain_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("meta-training overrides (default: the recipe's)")
+    g.add_argument("--hid", type=int, default=None)
+    g.add_argument("--layers", type=int, default=None)
+    g.add_argument("--steps", type=int, default=None, help="meta-training steps")
+    g.add_argument("--batch", type=int, default=None, help="windows per step")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--wd", type=float, default=None)
+    g.add_argument("--warmup", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--checkpoint-every", type=int, default=None)
+    g.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--restart", action="store_true", help="ignore an existing meta-training checkpoint and start over")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``collect``, ``metatrain``, ``build-checkpoint`` and ``model-card`` on the ``nowcast`` command line."""
+    from .collect import RECIPES
+
+    recipes = sorted(RECIPES)
+    c = sub.add_parser(
+        "collect",
+        help="train tasks with their base optimizer and save parameter trajectories (resumable)",
+        description="Collect the trajectories of a recipe (or of --task/--seeds runs) into WORK/trajectories. "
+        "Finished runs are skipped; an interrupted run continues exactly from its last snapshot.",
+    )
+    c.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe (default nino-cpu)")
+    c.add_argument("--task", default=None, help="collect ad-hoc runs of this task instead of a recipe")
+    c.add_argument("--seeds", default="100", help="with --task: comma-separated seeds (default 100)")
+    c.add_argument("--lr-mults", default="1", help="with --task: learning-rate multipliers, cycled over the seeds")
+    c.add_argument("--steps", type=int, default=None, help="with --task: training steps (default: the task's)")
+    c.add_argument("--every", type=int, default=200, help="with --task: steps between snapshots (default 200)")
+    c.add_argument("--work", default=None, help="work folder (default runs/RECIPE); trajectories go to WORK/trajectories")
+    c.add_argument("--workers", type=int, default=None, help="runs in parallel processes (default: the recipe's)")
+    c.add_argument("--data-dir", default=None, help="folder holding the datasets")
+    _add_common(c)
+    c.set_defaults(run=_collect)
+
+    m = sub.add_parser(
+        "metatrain",
+        help="meta-train a NiNo model on collected trajectories and export it (resumable)",
+        description="Meta-train on WORK/trajectories (or --trajectories) with the recipe's settings; checkpoints in "
+        "WORK/metatrain (rerun to continue); writes OUT/config.json, model.safetensors, training_curve.png, MODEL_CARD.md.",
+    )
+    m.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe whose meta-training settings to use")
+    m.add_argument("--work", default=None, help="work folder (default runs/RECIPE)")
+    m.add_argument("--trajectories", default=None, help="folder of collected runs (default WORK/trajectories)")
+    m.add_argument("--out", required=True, help="checkpoint folder to write")
+    _add_metatrain_options(m)
+    _add_common(m)
+    m.set_defaults(run=_metatrain)
+
+    b = sub.add_parser(
+        "build-checkpoint",
+        help="collect + meta-train + export a NiNo checkpoint from a named recipe, end to end (resumable)",
+        description="Reproduce a checkpoint: collection (recipe runs) -> meta-dataset -> meta-training -> "
+        "OUT/{config.json, model.safetensors, training_curve.png, MODEL_CARD.md}. Rerun the same command to continue "
+        "after an interruption.",
+    )
+    b.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe (default nino-cpu)")
+    b.add_argument("--out", required=True, help="checkpoint folder to write (e.g. checkpoints/nino-cpu)")
+    b.add_argument("--work", default=None, help="work folder for trajectories and checkpoints (default runs/RECIPE)")
+    b.add_argument("--workers", type=int, default=None, help="collection processes in parallel (default: the recipe's)")
+    b.add_argument("--data-dir", default=None, help="folder holding the datasets")
+    b.add_argument("--restart", action="store_true", help="start meta-training over (collected runs are kept)")
+    b.add_argument("--dry-run", action="store_true", help="print the recipe's runs and estimated times, do nothing")
+    b.add_argument("--metatrain-threads", type=int, default=None,
+                   help="torch threads for meta-training (default: --threads; 2 only helps on an otherwise idle 2-core machine)")
+    _add_common(b)
+    b.set_defaults(run=_build)
+
+    card = sub.add_parser(
+        "model-card",
+        help="append steps-to-target results (nowcast compare JSON) to a checkpoint's MODEL_CARD.md",
+    )
+    card.add_argument("card", help="MODEL_CARD.md or the checkpoint folder holding it")
+    card.add_argument("--append", nargs="+", required=True, help="JSON files written by `nowcast compare` (OUT/TASK.json)")
+    card.set_defaults(run=_model_card)

@@ -1,0 +1,174 @@
+"""Meta-training: the loss, exact resumption, NaN recovery, learning, export and the command line."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+
+import nowcast
+from nowcast.benchmark import Comparison
+from nowcast.collect import RunSpec, collect_run
+from nowcast.metadataset import MetaDataset
+from nowcast.metatrain import (
+    MetaTrainConfig,
+    baseline_losses,
+    export,
+    load_result,
+    lr_at,
+    metatrain,
+    window_loss,
+)
+from nowcast.model_card import EVAL_PLACEHOLDER, append_evaluation
+from nowcast.tasks import get_task
+from nowcast.training import RunResult
+
+SEQ_LEN = 8
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trajectories")
+    data = get_task("digits").load_data(None)
+    for spec in (RunSpec("digits", 0, 1.0, 160, every=20), RunSpec("digits", 1, 0.5, 160, every=20)):
+        collect_run(spec, root, data=data)
+    return MetaDataset(root, seq_len=SEQ_LEN)
+
+
+def small(**changes) -> MetaTrainConfig:
+    base = dict(hid=8, seq_len=SEQ_LEN, steps=12, batch=2, lr=3e-3, warmup=2, checkpoint_every=4, eval_every=6,
+                eval_windows=2, log_every=4)
+    base.update(changes)
+    return MetaTrainConfig(**base)
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_window_loss_is_zero_for_the_true_changes_and_masks_padding(dataset):
+    item = dataset[len(dataset) - 1]  # one valid horizon
+    e, f = item.slot_mask.shape
+    target = item.target.view(e, f, SEQ_LEN)
+
+    def perfect(data, ks):
+        idx = torch.tensor(ks) - 1
+        out = item.last.unsqueeze(-1) + target[:, :, idx]
+        out[~item.slot_mask] = 123.0  # anything on auxiliary edges and padded slots is ignored
+        return out
+
+    assert float(window_loss(perfect, item)) == 0.0
+
+    def zero_change(data, ks):
+        return item.last.unsqueeze(-1).expand(e, f, len(ks)).clone()
+
+    expected = target[:, :, 0][item.slot_mask].abs().mean()
+    assert float(window_loss(zero_change, item)) == pytest.approx(float(expected), rel=1e-6)
+    assert baseline_losses(item)["zero"] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = MetaTrainConfig(steps=100, warmup=10, min_lr_ratio=0.1)
+    factors = [lr_at(s, cfg) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_interrupted_training_resumes_exactly(dataset, tmp_path):
+    whole = metatrain(dataset, tmp_path / "whole", small(), progress=False)
+
+    def kill(step, model):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        metatrain(dataset, tmp_path / "split", small(), progress=False, step_callback=kill)
+    assert load_result(tmp_path / "split").step == 8  # the last checkpoint before the interruption
+    resumed = metatrain(dataset, tmp_path / "split", small(), progress=False)
+    assert resumed.step == whole.step == 12
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert whole.history == resumed.history and whole.evals["loss"] == resumed.evals["loss"]
+    # bookkeeping fields may change on resumption; the recipe may not
+    with pytest.raises(ValueError, match="another meta-training config"):
+        metatrain(dataset, tmp_path / "split", small(lr=1e-2), progress=False)
+    metatrain(dataset, tmp_path / "split", small(checkpoint_every=3), progress=False)
+
+
+def test_nan_batches_are_skipped_then_rolled_back(dataset, tmp_path, caplog):
+    bad = {2, 6, 7, 8}
+
+    def inject(step, loss):
+        return loss * float("nan") if step in bad else loss
+
+    with caplog.at_level(logging.WARNING, logger="nowcast.metatrain"):
+        result = metatrain(dataset, tmp_path, small(max_bad_steps=3), progress=False, loss_hook=inject)
+    assert result.nan_skips == 4 and result.rollbacks == 1 and result.lr_scale == 0.5
+    assert result.step == 12 and len(result.history["step"]) == 12 - 4
+    assert "not finite" in caplog.text and "reloaded the last good checkpoint" in caplog.text
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert all(math.isfinite(v) for v in result.history["loss"])
+    # the rollback state was checkpointed: resuming keeps the reduced learning rate
+    assert load_result(tmp_path).lr_scale == 0.5
+
+
+def test_meta_training_reduces_the_loss(dataset, tmp_path):
+    cfg = small(hid=16, steps=100, lr=1e-2, warmup=5, eval_every=100, eval_windows=len(dataset), checkpoint_every=100)
+    result = metatrain(dataset, tmp_path, cfg, progress=False)
+    first, last = result.evals["loss"][0], result.evals["loss"][-1]
+    assert result.evals["step"] == [0, 100]
+    assert first == pytest.approx(result.baselines["zero"], rel=0.02)  # a fresh model predicts ~no change
+    assert last < 0.95 * first
+
+
+def test_export_load_and_model_card(dataset, tmp_path):
+    result = metatrain(dataset, tmp_path / "work", small(), progress=False)
+    out = export(result, tmp_path / "ckpt", recipe={"name": "unit", "description": "two digits runs"})
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["MODEL_CARD.md", "config.json", "model.safetensors", "training_curve.png"]
+    loaded = nowcast.load(out)
+    state = result.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in loaded.state_dict().items())
+    predictor = nowcast.NiNoPredictor.load(out)
+    item = dataset[0]
+    inputs, _, _ = dataset.window_states(0)
+    assert torch.isfinite(predictor.predict(item.graph, inputs, 3)).all()
+    card = (out / "MODEL_CARD.md").read_text()
+    for heading in ("## Training data", "## Recipe", "## Training curve", "## Evaluation: steps to target"):
+        assert heading in card
+    assert "digits_s0_lr1_n160_e20" in card and EVAL_PLACEHOLDER in card
+
+    runs = [
+        RunResult("digits", m, s, "accuracy", 0.9, True, 100, steps=[0, 50], values=[0.1, 0.95], steps_to_target=st)
+        for m, s, st in (("adam", 0, 50), ("adam", 1, 60), ("nino", 0, 30), ("nino", 1, None))
+    ]
+    comparison = Comparison("digits", "accuracy", 0.9, True, runs)
+    append_evaluation(out / "MODEL_CARD.md", comparison)
+    path = comparison.save_json(tmp_path / "digits.json")
+    append_evaluation(out / "MODEL_CARD.md", path)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert EVAL_PLACEHOLDER not in card
+    assert card.count("### digits: steps to accuracy >= 0.9") == 2
+    assert "| adam | 50 60 | 55 |" in card and "| nino | 30 - | - | - |" in card
+
+
+def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
+    from nowcast.cli import main
+
+    argv = ["build-checkpoint", "--recipe", "digits-tiny", "--out", str(tmp_path / "ckpt"), "--work", str(tmp_path / "work"), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "stage 1/3" in out and "wrote" in out
+    for name in ("config.json", "model.safetensors", "MODEL_CARD.md", "training_curve.png"):
+        assert (tmp_path / "ckpt" / name).is_file()
+    assert nowcast.load(tmp_path / "ckpt").config.hid == 16
+    # rerunning continues (nothing left to do) and gives the same weights
+    before = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
+    assert main(argv) == 0
+    assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == before
+    # another recipe in the same work folder is refused
+    assert main(["build-checkpoint", "--recipe", "tiny", "--out", str(tmp_path / "x"), "--work", str(tmp_path / "work")]) == 2
+    assert "another recipe" in capsys.readouterr().err
