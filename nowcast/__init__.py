@@ -9,10 +9,12 @@ See DESIGN.md sections 4 and 5, ``docs/nino.md`` (the model) and ``docs/nowcast_
 from .baselines import WNN, Linefit, LinefitPlus
 from .benchmark import Comparison, compare
 from .checkpoint import CheckpointError, load, save
-from .collect import RECIPES, Recipe, RunSpec, collect, collect_run, load_trajectory
+from .collect import RECIPES, Recipe, RunSpec, collect_run, load_trajectory
+from .collect import collect as collect_trajectories  # not `collect`: that name is the submodule
 from .config import NiNoConfig
 from .metadataset import GraphCache, MetaDataset, WindowItem
-from .metatrain import MetaTrainConfig, MetaTrainResult, load_result, metatrain, window_loss
+from .metatrain import MetaTrainConfig, MetaTrainResult, load_result, window_loss
+from .metatrain import metatrain as meta_train  # not `metatrain`: that name is the submodule
 from .metatrain import export as export_checkpoint
 from .methods import METHODS, Method, resolve_method
 from .model_card import append_evaluation, write_model_card
@@ -35,8 +37,8 @@ __all__ = [
     "append_evaluation",
     "as_nowcaster",
     "CheckpointError",
-    "collect",
     "collect_run",
+    "collect_trajectories",
     "compare",
     "Comparison",
     "export_checkpoint",
@@ -50,8 +52,8 @@ __all__ = [
     "load",
     "load_result",
     "load_trajectory",
+    "meta_train",
     "MetaDataset",
-    "metatrain",
     "MetaTrainConfig",
     "MetaTrainResult",
     "Method",
