@@ -75,6 +75,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuralgraph.verify import model_outputs
+
 __all__ = [
     "BAD_KINDS",
     "DEFAULT_BAD_KINDS",
@@ -322,24 +324,6 @@ def _redraw(model: nn.Module, generator: torch.Generator) -> None:
                 p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * fan_in**-0.5)
             else:
                 p.copy_(torch.rand(p.shape, generator=generator, dtype=p.dtype) + 0.5)
-
-
-def _floats(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out.reshape(-1)] if out.is_floating_point() else []
-    if isinstance(out, Mapping):
-        return [t for v in out.values() for t in _floats(v)]
-    if isinstance(out, (tuple, list)):
-        return [t for v in out for t in _floats(v)]
-    if hasattr(out, "to_tuple"):
-        return _floats(out.to_tuple())
-    return []
-
-
-def _run(model: nn.Module, inputs: Any) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
-    return torch.cat(_floats(out))
 
 
 # ---------------------------------------------------------------------------------------- permutations
@@ -790,7 +774,7 @@ def symmetry_experiment(
     if tolerance is None:
         tolerance = max(1e-8, converter.verify_rtol or 0.0)
     inputs = converter.example_inputs(model, graph, torch_gen, 8)
-    reference = _run(model, inputs)
+    reference = model_outputs(model, inputs)
     scale = float(reference.abs().max()) + 1e-30
     seconds["build"] = time.perf_counter() - t0
 
@@ -815,7 +799,7 @@ def symmetry_experiment(
     deviations = np.empty(n)
     for i, vec in enumerate(vectors):
         ng.load_params(moved, vec)
-        deviations[i] = float((_run(moved, inputs) - reference).abs().max()) / scale
+        deviations[i] = float((model_outputs(moved, inputs) - reference).abs().max()) / scale
     del moved
     labels = (deviations <= tolerance).astype(np.int64)
     intended = np.array([d.kind == GOOD_KIND for d in draws], dtype=np.int64)

@@ -41,7 +41,7 @@ from .params import flatten_params, load_params, param_specs
 from .permute import is_automorphism, permute_buffers, permute_params
 from .symmetry import compose
 
-__all__ = ["verify", "VerificationReport", "Check"]
+__all__ = ["verify", "VerificationReport", "Check", "model_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ def _floats(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def _run(model: nn.Module, inputs: tuple | dict) -> torch.Tensor:
+def model_outputs(model: nn.Module, inputs: tuple | dict) -> torch.Tensor:
+    """All floating-point outputs of ``model(*inputs)`` (or ``model(**inputs)``), flattened into one
+    vector (tensors, nested tuples / dicts and Hugging Face output objects), without grad."""
     with torch.no_grad():
         out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
     flat = _floats(out)
@@ -260,7 +262,7 @@ def verify(
     report.checks.append(Check("round-trip", "params -> edge features -> params", (), exact and exact3))
 
     x = _inputs_for(work, graph, inputs, generator)
-    reference = _run(work, x)
+    reference = model_outputs(work, x)
     scale = float(reference.abs().max()) + 1e-12
     fingerprint = wl_fingerprint(graph.edge_index, graph.edge_type, feats, graph.num_nodes, graph.pos_w)
 
@@ -273,7 +275,7 @@ def verify(
             for name, buf in moved.named_buffers():
                 buf.copy_(original_buffers[name])
         permute_buffers(graph, moved, perms)
-        deviation = float((_run(moved, x) - reference).abs().max()) / scale
+        deviation = float((model_outputs(moved, x) - reference).abs().max()) / scale
         new_feats = graph.edge_features(permute_params(graph, theta, perms, skip=skip))
         same = wl_fingerprint(graph.edge_index, graph.edge_type, new_feats, graph.num_nodes, graph.pos_w) == fingerprint
         return deviation, same

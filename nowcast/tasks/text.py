@@ -77,43 +77,30 @@ def wikitext2_data(data_dir: str | os.PathLike | None = None) -> TokenData:
     return TokenData(train, val, block_size=WIKITEXT_BLOCK, batch_size=WIKITEXT_BATCH)
 
 
-SHAKESPEARE_3_24 = register_task(
-    Task(
-        name="shakespeare-3-24",
-        description="Tiny Shakespeare characters, GPT-2 style 3 layers x 24 wide, 3 heads",
-        build_model=_gpt(3, 24, 3, SHAKESPEARE_VOCAB, SHAKESPEARE_BLOCK),
-        make_optimizer=_adamw(2e-3),
-        load_data=shakespeare_data,
-        metric="perplexity",
-        higher_is_better=False,
-        target=7.0,
-        max_steps=5000,
-        eval_every=100,
-        period=500,
-        validation="last 10 % of the text, 64 windows of 64 characters",
-        optimizer="AdamW lr 2e-3, wd 1e-2, batch 32 x 64",
-        in_distribution=True,
+def _shakespeare_task(layers: int, width: int, heads: int) -> Task:
+    """A character-level Tiny Shakespeare task; the two sizes differ only in the model."""
+    return register_task(
+        Task(
+            name=f"shakespeare-{layers}-{width}",
+            description=f"Tiny Shakespeare characters, GPT-2 style {layers} layers x {width} wide, {heads} heads",
+            build_model=_gpt(layers, width, heads, SHAKESPEARE_VOCAB, SHAKESPEARE_BLOCK),
+            make_optimizer=_adamw(2e-3),
+            load_data=shakespeare_data,
+            metric="perplexity",
+            higher_is_better=False,
+            target=7.0,
+            max_steps=5000,
+            eval_every=100,
+            period=500,
+            validation="last 10 % of the text, 64 windows of 64 characters",
+            optimizer="AdamW lr 2e-3, wd 1e-2, batch 32 x 64",
+            in_distribution=True,
+        )
     )
-)
 
-SHAKESPEARE_2_32 = register_task(
-    Task(
-        name="shakespeare-2-32",
-        description="Tiny Shakespeare characters, GPT-2 style 2 layers x 32 wide, 4 heads",
-        build_model=_gpt(2, 32, 4, SHAKESPEARE_VOCAB, SHAKESPEARE_BLOCK),
-        make_optimizer=_adamw(2e-3),
-        load_data=shakespeare_data,
-        metric="perplexity",
-        higher_is_better=False,
-        target=7.0,
-        max_steps=5000,
-        eval_every=100,
-        period=500,
-        validation="last 10 % of the text, 64 windows of 64 characters",
-        optimizer="AdamW lr 2e-3, wd 1e-2, batch 32 x 64",
-        in_distribution=True,
-    )
-)
+
+SHAKESPEARE_3_24 = _shakespeare_task(3, 24, 3)
+SHAKESPEARE_2_32 = _shakespeare_task(2, 32, 4)
 
 WIKITEXT2_3_64 = register_task(
     Task(
