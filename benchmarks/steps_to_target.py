@@ -25,7 +25,7 @@ from nowcast.tasks import DataNotFoundError, tasks
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="digits", choices=sorted(tasks()))
-    p.add_argument("--methods", default="adam,linefit+", help="comma-separated: adam, linefit, linefit+, wnn+, nino")
+    p.add_argument("--methods", default="adam,linefit+", help="comma-separated: adam, linefit, linefit+, wnn+, nino (nino@PATH: a named checkpoint, to compare several)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--nino-checkpoint", help="NiNo checkpoint (.pt or nowcast.save directory) for 'nino'")
     p.add_argument("--wnn-checkpoint", help="WNN+ checkpoint (e.g. nino_mlp.pt) for 'wnn+'")

@@ -81,7 +81,8 @@ class Comparison:
         """A plain-text table: method, steps per seed, median, reduction vs Adam."""
         direction = ">=" if self.higher_is_better else "<="
         lines = [f"task {self.task}: steps to {self.metric} {direction} {self.target:g}"]
-        header = f"{'method':<10} {'steps to target (per seed)':<34} {'median':>8} {'vs adam':>9} {'best':>9}"
+        w = max([10] + [len(m) for m in self.methods])
+        header = f"{'method':<{w}} {'steps to target (per seed)':<34} {'median':>8} {'vs adam':>9} {'best':>9}"
         lines += [header, "-" * len(header)]
         for m, row in self.summary().items():
             per_seed = " ".join("-" if s is None else str(s) for s in row["steps_to_target"])
@@ -90,7 +91,7 @@ class Comparison:
             red_s = "" if m == BASELINE else ("-" if red is None else f"{red:+.1f}%")
             bests = [r.best for r in self.runs if r.method == m]
             best = max(bests) if self.higher_is_better else min(bests)
-            lines.append(f"{m:<10} {per_seed:<34} {median:>8} {red_s:>9} {best:>9.4g}")
+            lines.append(f"{m:<{w}} {per_seed:<34} {median:>8} {red_s:>9} {best:>9.4g}")
         lines.append("('-' = target not reached; 'vs adam' = fewer steps than Adam, median over seeds)")
         return "\n".join(lines)
 

@@ -63,7 +63,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "print the median steps to the task's target and the reduction vs Adam, and write the curves plot and raw JSON.",
     )
     p.add_argument("--task", default="digits", choices=sorted(tasks()), help="task (default digits: embedded, no files)")
-    p.add_argument("--methods", default=None, help="comma-separated from adam, linefit, linefit+, wnn+, nino "
+    p.add_argument("--methods", default=None, help="comma-separated from adam, linefit, linefit+, wnn+, nino; nino@PATH names a checkpoint "
+                   "so several can be compared "
                    "(default: adam,nino when a NiNo checkpoint is found, else adam,linefit+)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--max-steps", type=int, default=None, help="planned training length (default: the task's)")

@@ -5,6 +5,10 @@
 checkpoint). Checkpoints given explicitly win; otherwise :func:`default_checkpoint` looks for the
 one shipped in this project's ``checkpoints/`` and then for the published files in
 ``../shared/checkpoints/official/``.
+
+``nino@PATH`` (and ``wnn+@PATH``) names a checkpoint inside the method itself, so that one
+comparison can hold several checkpoints: the method is then called ``nino@<stem>`` after the
+checkpoint's file or folder name (``nino@nino-cpu``, ``nino@nino_no_posw``).
 """
 
 from __future__ import annotations
@@ -87,7 +91,16 @@ def resolve_method(
     """A :class:`Method` from its name (see :data:`METHODS`; ``base`` is an alias of ``adam``)."""
     if isinstance(spec, Method):
         return spec
-    key = str(spec).strip().lower()
+    text = str(spec).strip()
+    if "@" in text:
+        kind, _, path = text.partition("@")
+        kind = kind.strip().lower()
+        if kind not in _OFFICIAL or not path.strip():
+            raise ValueError(f"'{spec}': only nino@PATH and wnn+@PATH name a checkpoint in the method")
+        path = path.strip()
+        predictor, where = _load(kind, path)
+        return Method(f"{kind}@{Path(path).stem}", predictor, where)
+    key = text.lower()
     if key in ("adam", "adamw", "base"):
         return Method("adam")
     if key == "linefit":

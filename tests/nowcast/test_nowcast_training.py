@@ -78,3 +78,16 @@ def test_progress_bar_and_bad_arguments(digits, capsys):
     assert r.steps == [0, 1, 2, 3] and not math.isnan(r.best)
     with pytest.raises(ValueError, match="positive"):
         train("digits", "adam", max_steps=0, data=digits, progress=False)
+
+
+def test_method_names_a_checkpoint_with_at(tmp_path):
+    from nowcast.checkpoint import save
+    from nowcast_testutils import small_nino
+
+    save(small_nino(), tmp_path / "mine")
+    method = resolve_method(f"nino@{tmp_path / 'mine'}")
+    assert method.name == "nino@mine" and method.nowcasts and method.checkpoint == str(tmp_path / "mine")
+    with pytest.raises(ValueError, match="only nino@PATH"):
+        resolve_method(f"adam@{tmp_path / 'mine'}")
+    with pytest.raises((FileNotFoundError, ValueError)):
+        resolve_method(f"nino@{tmp_path / 'absent'}")
