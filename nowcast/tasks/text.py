@@ -111,10 +111,10 @@ WIKITEXT2_3_64 = register_task(
         load_data=wikitext2_data,
         metric="perplexity",
         higher_is_better=False,
-        target=400.0,
-        max_steps=3000,
+        target=72.0,
+        max_steps=1500,
         eval_every=100,
-        period=500,
+        period=300,
         validation="WikiText-2 test.txt, 64 windows of 64 words",
         optimizer="AdamW lr 2e-3, wd 1e-2, batch 16 x 64",
     )
