@@ -153,7 +153,7 @@ def evaluation_table(comparison: Comparison | Mapping[str, Any] | str | os.PathL
         values = [v for r in runs if r.get("method") == method for v in r.get("values", []) if v is not None and math.isfinite(v)]
         best = (max(values) if hib else min(values)) if values else None
         checkpoint = next((r.get("checkpoint") for r in runs if r.get("method") == method and r.get("checkpoint")), None)
-        label = method if not checkpoint else f"{method} ({Path(checkpoint).name})"
+        label = method if not checkpoint or "@" in method else f"{method} ({Path(checkpoint).name})"
         lines.append(f"| {label} | {per_seed} | {_fmt(row.get('median'), '.0f')} | {red_s} | {_fmt(best)} |")
     lines.append("")
     lines.append("'-' = target not reached; 'vs adam' = fewer steps than Adam (median over seeds).")
