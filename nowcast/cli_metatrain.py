@@ -82,14 +82,20 @@ def _work(args: argparse.Namespace) -> Path:
 
 
 def _check_recipe_file(work: Path, recipe: Any) -> None:
-    """Refuse to mix two recipes in one work folder (resuming relies on it)."""
+    """Refuse to mix two recipes' runs in one work folder (resuming relies on it).
+
+    A recipe whose runs are unchanged but whose meta-training settings changed keeps the collected
+    trajectories: the file is updated (meta-training itself refuses to resume a checkpoint made
+    with other settings and asks for ``--restart``)."""
     path = work / RECIPE_FILE
-    wanted = recipe.to_dict()
+    wanted = json.loads(json.dumps(recipe.to_dict()))
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved != json.loads(json.dumps(wanted)):
-            raise ValueError(f"{work} holds another recipe ({saved.get('name')}, see {path}): choose another --work")
-        return
+        if saved == wanted:
+            return
+        if saved.get("name") != wanted.get("name") or saved.get("runs") != wanted.get("runs"):
+            raise ValueError(f"{work} holds another recipe's runs ({saved.get('name')}, see {path}): choose another --work")
+        print(f"note: recipe {wanted.get('name')} changed outside its runs; the collected runs in {work} are kept and {path} is updated")
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(wanted, indent=1) + "\n")
 
