@@ -172,3 +172,21 @@ def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     # another recipe in the same work folder is refused
     assert main(["build-checkpoint", "--recipe", "tiny", "--out", str(tmp_path / "x"), "--work", str(tmp_path / "work")]) == 2
     assert "another recipe" in capsys.readouterr().err
+
+
+def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys):
+    import dataclasses
+    import json
+
+    from nowcast.cli_metatrain import _check_recipe_file
+    from nowcast.collect import get_recipe
+
+    recipe = get_recipe("digits-tiny")
+    _check_recipe_file(tmp_path, recipe)
+    changed = dataclasses.replace(recipe, metatrain={**recipe.metatrain, "steps": 7})
+    _check_recipe_file(tmp_path, changed)
+    assert "collected runs" in capsys.readouterr().out
+    assert json.loads((tmp_path / "recipe.json").read_text())["metatrain"]["steps"] == 7
+    other_runs = dataclasses.replace(recipe, runs=recipe.runs[:1])
+    with pytest.raises(ValueError, match="another recipe's runs"):
+        _check_recipe_file(tmp_path, other_runs)
