@@ -119,6 +119,26 @@ class Comparison:
         runs = [RunResult.from_dict(r) for r in d.get("runs", [])]
         return cls(d["task"], d["metric"], d["target"], d["higher_is_better"], runs)
 
+    @classmethod
+    def merge(cls, *parts: Comparison) -> Comparison:
+        """One comparison from several of the same task and target (e.g. methods run in parallel
+        processes, each writing its own JSON). A (method, seed) pair may appear only once."""
+        if not parts:
+            raise ValueError("merge needs at least one comparison")
+        first = parts[0]
+        key = (first.task, first.metric, first.target, first.higher_is_better)
+        merged = cls(*key)
+        seen: set[tuple[str, int]] = set()
+        for part in parts:
+            if (part.task, part.metric, part.target, part.higher_is_better) != key:
+                raise ValueError(f"cannot merge {part.task} ({part.metric} target {part.target}) into {first.task} ({first.metric} target {first.target})")
+            for run in part.runs:
+                if (run.method, run.seed) in seen:
+                    raise ValueError(f"{run.method} seed {run.seed} appears in more than one comparison")
+                seen.add((run.method, run.seed))
+                merged.runs.append(run)
+        return merged
+
     def plot(self, path: str | os.PathLike, *, title: str | None = None) -> Path:
         """Validation metric vs step, one colour per method (one line per seed), jumps marked, target dashed.
 

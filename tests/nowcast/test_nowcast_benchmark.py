@@ -41,6 +41,18 @@ def test_reduction_table_and_json_round_trip(tmp_path):
     assert Comparison.load_json(path).runs == c.runs
 
 
+def test_merge_joins_comparisons_of_one_task():
+    a = Comparison("digits", "accuracy", 0.8, True, [_run("adam", 0, 100), _run("adam", 1, 200)])
+    b = Comparison("digits", "accuracy", 0.8, True, [_run("nino@mine", 0, 50), _run("nino@mine", 1, 70)])
+    merged = Comparison.merge(a, b)
+    assert merged.methods == ["adam", "nino@mine"] and merged.reduction("nino@mine") == pytest.approx(60.0)
+    assert "nino@mine" in merged.table()
+    with pytest.raises(ValueError, match="more than one"):
+        Comparison.merge(a, a)
+    with pytest.raises(ValueError, match="cannot merge"):
+        Comparison.merge(a, Comparison("digits", "accuracy", 0.9, True, []))
+
+
 def test_plot_is_written_and_not_blank(tmp_path):
     import matplotlib.image
 
