@@ -23,7 +23,7 @@ METATRAIN = "metatrain"
 GRAPHS = "graphs"
 RECIPE_FILE = "recipe.json"
 
-_OVERRIDES = ("hid", "layers", "steps", "batch", "lr", "wd", "warmup", "seed", "checkpoint_every", "eval_every")
+_OVERRIDES = ("hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "seed", "checkpoint_every", "eval_every")
 
 
 # Planning estimates (seconds, one free core, torch 1 thread; measured on the project's 2-core
@@ -40,7 +40,7 @@ def _plan(recipe: Any, workers: int) -> str:
 
     cfg = MetaTrainConfig.from_dict(dict(recipe.metatrain))
     by_task: dict[str, list] = {}
-    for r in recipe.runs:
+    for r in recipe.all_runs:
         by_task.setdefault(r.task, []).append(r)
     lines = [f"recipe {recipe.name}: {recipe.description}", "", f"{'task':<18} {'runs':>4} {'steps':>12} {'windows':>8} {'est. min':>9}"]
     collect_s, windows, window_cost = 0.0, 0, 0.0
@@ -118,7 +118,7 @@ def _collect(args: argparse.Namespace) -> int:
     work = _work(args)
     if isinstance(runs, Recipe):
         _check_recipe_file(work, runs)
-        n = len(runs.runs)
+        n = len(runs.all_runs)
     else:
         n = len(runs)
     out = work / TRAJECTORIES
@@ -147,16 +147,31 @@ def _config(args: argparse.Namespace, base: dict[str, Any]):
 
 def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: dict[str, Any], timings: dict[str, float]) -> int:
     from .collect import load_trajectory
-    from .metadataset import MetaDataset, find_trajectories
+    from .metadataset import MetaDataset
     from .metatrain import export, metatrain
 
     config = _config(args, base)
-    traj_dir = Path(args.trajectories) if getattr(args, "trajectories", None) else work / TRAJECTORIES
-    dataset = MetaDataset(traj_dir, ctx=config.ctx, seq_len=config.seq_len, max_feat_size=config.max_feat_size, cache_dir=work / GRAPHS)
-    print(f"meta-training on {len(dataset.trajectories)} trajectories ({len(dataset)} windows): {config}", flush=True)
-    result = metatrain(dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart)
+    custom = getattr(args, "trajectories", None)
+    traj_dir = Path(custom) if custom else work / TRAJECTORIES
+    val_source: Any = getattr(args, "val_trajectories", None)
+    if recipe is not None and not custom:
+        # the recipe's own runs by id: a work folder may hold other runs (e.g. ad-hoc collections)
+        train_source: Any = [traj_dir / r.run_id for r in recipe.runs]
+        if val_source is None and recipe.val_runs:
+            val_source = [traj_dir / r.run_id for r in recipe.val_runs]
+    else:
+        train_source = traj_dir
+    _require_collected(train_source if isinstance(train_source, list) else [])
+    _require_collected(val_source if isinstance(val_source, list) else [])
+    kwargs = dict(ctx=config.ctx, seq_len=config.seq_len, max_feat_size=config.max_feat_size, cache_dir=work / GRAPHS)
+    dataset = MetaDataset(train_source, **kwargs)
+    val_dataset = MetaDataset(val_source, graphs=dataset.graphs, **kwargs) if val_source is not None else None
+    n_val = f"; validation: {len(val_dataset.trajectories)} trajectories ({len(val_dataset)} windows)" if val_dataset is not None else ""
+    print(f"meta-training on {len(dataset.trajectories)} trajectories ({len(dataset)} windows){n_val}: {config}", flush=True)
+    result = metatrain(dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart, val_dataset=val_dataset)
     timings = dict(timings)
-    runs_wall = sum(float(load_trajectory(d).meta.get("wall_s", 0.0)) for d in find_trajectories(traj_dir))
+    used = [t.path for t in dataset.trajectories] + ([t.path for t in val_dataset.trajectories] if val_dataset is not None else [])
+    runs_wall = sum(float(load_trajectory(d).meta.get("wall_s", 0.0)) for d in used)
     timings.setdefault("collection (sum over runs)", runs_wall)
     timings["meta-training"] = result.wall_s
     if result.step < config.steps:
@@ -167,11 +182,20 @@ def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: di
     print(
         f"meta-training: {result.step} steps in {result.wall_s / 60:.1f} min; final training loss {result.final_loss:.4f}"
         + (f", eval loss {ev[0]:.4f} -> {ev[-1]:.4f}" if ev else "")
+        + (f", validation loss lowest {result.best['val_loss']:.4f} at step {result.best['step']} (exported)" if result.best else "")
         + f" (no change {result.baselines.get('zero', float('nan')):.4f}, linefit {result.baselines.get('linefit', float('nan')):.4f});"
         f" {result.nan_skips} non-finite batches skipped, {result.rollbacks} rollbacks"
     )
     print(f"wrote {out} (config.json, model.safetensors, training_curve.png, MODEL_CARD.md)")
     return 0
+
+
+def _require_collected(run_dirs: list[Path]) -> None:
+    from .collect import META_FILE
+
+    missing = [str(d) for d in run_dirs if not (Path(d) / META_FILE).is_file()]
+    if missing:
+        raise FileNotFoundError(f"not collected yet: {', '.join(missing)}; run `nowcast collect` (or build-checkpoint) with the same recipe and --work first")
 
 
 def _metatrain(args: argparse.Namespace) -> int:
@@ -195,7 +219,8 @@ def _build(args: argparse.Namespace) -> int:
     work = _work(args)
     _check_recipe_file(work, recipe)
     print(f"recipe {recipe.name}: {recipe.description}", flush=True)
-    print(f"stage 1/3: collecting {len(recipe.runs)} trajectories into {work / TRAJECTORIES}", flush=True)
+    n_val = f" (+ {len(recipe.val_runs)} for validation)" if recipe.val_runs else ""
+    print(f"stage 1/3: collecting {len(recipe.runs)} trajectories{n_val} into {work / TRAJECTORIES}", flush=True)
     start = time.perf_counter()
     collect(recipe, work / TRAJECTORIES, progress=not args.no_progress, workers=args.workers, threads=args.threads or 1, data_dir=args.data_dir)
     collected = time.perf_counter() - start
@@ -234,6 +259,7 @@ def _add_metatrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--wd", type=float, default=None)
     g.add_argument("--warmup", type=int, default=None)
+    g.add_argument("--horizon-weighting", choices=("window", "target"), default=None, help="how a window's horizons are averaged in the loss")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--checkpoint-every", type=int, default=None)
     g.add_argument("--eval-every", type=int, default=None)
@@ -271,7 +297,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe whose meta-training settings to use")
     m.add_argument("--work", default=None, help="work folder (default runs/RECIPE)")
-    m.add_argument("--trajectories", default=None, help="folder of collected runs (default WORK/trajectories)")
+    m.add_argument("--trajectories", default=None, help="folder of collected runs to train on (default: the recipe's runs in WORK/trajectories)")
+    m.add_argument(
+        "--val-trajectories", default=None,
+        help="folder of collected runs used only for validation: the exported weights are those with the lowest loss on them "
+        "(default: the recipe's validation runs)",
+    )
     m.add_argument("--out", required=True, help="checkpoint folder to write")
     _add_metatrain_options(m)
     _add_common(m)

@@ -123,8 +123,10 @@ class Recipe:
     Attributes:
         name: recipe key.
         description: one line for people (and the model card).
-        runs: the trajectories to collect.
+        runs: the trajectories to collect and meta-train on.
         metatrain: overrides of :class:`nowcast.metatrain.MetaTrainConfig` fields.
+        val_runs: trajectories collected too but never trained on: meta-training measures its
+            loss on their windows and ships the weights where that loss was lowest.
         workers: collection processes run in parallel by default (one thread each).
     """
 
@@ -133,12 +135,25 @@ class Recipe:
     runs: tuple[RunSpec, ...]
     metatrain: Mapping[str, Any] = field(default_factory=dict)
     workers: int = 1
+    val_runs: tuple[RunSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = [r.run_id for r in self.all_runs]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"recipe {self.name}: runs repeat (a validation run must not also be a training run): {repeated}")
+
+    @property
+    def all_runs(self) -> tuple[RunSpec, ...]:
+        """Training runs, then validation runs: everything to collect."""
+        return tuple(self.runs) + tuple(self.val_runs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
             "runs": [r.to_dict() for r in self.runs],
+            "val_runs": [r.to_dict() for r in self.val_runs],
             "metatrain": dict(self.metatrain),
             "workers": self.workers,
         }
@@ -175,9 +190,13 @@ RECIPES: dict[str, Recipe] = {
     ),
     "digits-tiny": Recipe(
         name="digits-tiny",
-        description="no data files needed: two short runs of the embedded digits task, 30 meta-training steps",
+        description="no data files needed: two short runs of the embedded digits task (and one for validation), 30 meta-training steps",
         runs=(RunSpec("digits", 100, 1.0, 200, every=20), RunSpec("digits", 101, 0.5, 200, every=20)),
-        metatrain={"hid": 16, "steps": 30, "batch": 2, "lr": 3e-3, "warmup": 3, "checkpoint_every": 10, "eval_every": 10, "eval_windows": 4, "seq_len": 8},
+        val_runs=(RunSpec("digits", 102, 1.0, 200, every=20),),
+        metatrain={
+            "hid": 16, "steps": 30, "batch": 2, "lr": 3e-3, "warmup": 3, "checkpoint_every": 10, "eval_every": 10, "eval_windows": 4,
+            "val_windows": 4, "seq_len": 8,
+        },
         workers=1,
     ),
 }
@@ -516,7 +535,7 @@ def _collect_locked(
 # ------------------------------------------------------------------------------------- many runs
 def _as_runs(recipe_or_runs: str | Recipe | RunSpec | Iterable[RunSpec]) -> list[RunSpec]:
     if isinstance(recipe_or_runs, (str, Recipe)):
-        return list(get_recipe(recipe_or_runs).runs)
+        return list(get_recipe(recipe_or_runs).all_runs)
     if isinstance(recipe_or_runs, RunSpec):
         return [recipe_or_runs]
     runs = list(recipe_or_runs)

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.json"
 CHECKPOINT_VERSION = 1
+HORIZON_WEIGHTINGS = ("window", "target")
 
 # fields that may change between a run and its resumption (they do not change the math)
 _RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "eval_every", "eval_windows"})
@@ -72,12 +73,15 @@ class MetaTrainConfig:
 
     Optimisation: ``steps`` updates of ``batch`` windows each; AdamW with ``lr``, ``wd`` and
     betas ``(beta1, beta2)``; ``warmup`` steps of linear warm-up, then cosine decay to
-    ``lr * min_lr_ratio``; gradient norm clipped at ``clip``; ``seed`` sets the initialisation
-    and the window order.
+    ``lr * min_lr_ratio``; gradient norm clipped at ``clip``; ``horizon_weighting`` says how a
+    window's horizons are averaged (:func:`window_loss`); ``seed`` sets the initialisation and the
+    window order.
 
-    Bookkeeping: a checkpoint every ``checkpoint_every`` steps, a held-out-free evaluation of the
-    loss on ``eval_windows`` fixed windows every ``eval_every`` steps (compared with the
-    zero-change and Linefit predictions), a log line every ``log_every`` steps. NaN handling:
+    Bookkeeping: a checkpoint every ``checkpoint_every`` steps, an evaluation of the loss on
+    ``eval_windows`` fixed training windows every ``eval_every`` steps (compared with the
+    zero-change and Linefit predictions) and, when :func:`metatrain` gets a validation set of
+    other trajectories, on ``val_windows`` fixed windows of those (the lowest validation loss
+    selects the exported weights), a log line every ``log_every`` steps. NaN handling:
     ``max_bad_steps`` consecutive skipped batches trigger a rollback with the learning rate
     multiplied by ``lr_backoff``.
 
@@ -101,10 +105,12 @@ class MetaTrainConfig:
     warmup: int = 200
     min_lr_ratio: float = 0.01
     clip: float = 1.0
+    horizon_weighting: str = "window"
     seed: int = 0
     checkpoint_every: int = 250
     eval_every: int = 500
     eval_windows: int = 32
+    val_windows: int = 64
     log_every: int = 50
     max_bad_steps: int = 3
     lr_backoff: float = 0.5
@@ -114,10 +120,12 @@ class MetaTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MetaTrainConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("lpe", "warmup", "seed", "eval_windows"):
+        for name in ("lpe", "warmup", "seed", "eval_windows", "val_windows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"MetaTrainConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.horizon_weighting not in HORIZON_WEIGHTINGS:
+            raise ValueError(f"MetaTrainConfig.horizon_weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}, got {self.horizon_weighting!r}")
         if not (self.lr > 0 and self.clip > 0 and 0 < self.lr_backoff < 1 and 0 <= self.min_lr_ratio <= 1 and self.wd >= 0):
             raise ValueError("MetaTrainConfig: need lr > 0, clip > 0, 0 < lr_backoff < 1, 0 <= min_lr_ratio <= 1, wd >= 0")
 
@@ -154,8 +162,17 @@ def lr_at(step: int, config: MetaTrainConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------- losses
-def window_loss(model: NiNoModel, item: WindowItem) -> torch.Tensor:
-    """Mean L1 error of the predicted scaled changes over the window's unmasked horizons and slots."""
+def window_loss(model: NiNoModel, item: WindowItem, weighting: str = "window") -> torch.Tensor:
+    """L1 error of the predicted scaled changes over the window's unmasked horizons and slots.
+
+    ``weighting="window"``: the mean over the window's horizons (every window weighs the same, so a
+    window near the end of its trajectory, with a few horizons left, puts all its weight on short
+    ones). ``"target"``: the sum over the window's horizons divided by ``seq_len`` (every
+    (window, horizon) target weighs the same; far horizons, which only early windows reach, keep
+    their share).
+    """
+    if weighting not in HORIZON_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}; got {weighting!r}")
     horizons = torch.nonzero(item.horizon_mask).flatten()
     if horizons.numel() == 0:
         raise ValueError(f"window {item.window} has no future snapshot")
@@ -164,7 +181,8 @@ def window_loss(model: NiNoModel, item: WindowItem) -> torch.Tensor:
     target = item.target.view(e, f, item.seq_len)[:, :, horizons]
     err = (out - item.last.unsqueeze(-1) - target).abs()
     weight = item.slot_mask.unsqueeze(-1).to(err.dtype)
-    return (err * weight).sum() / (weight.sum() * horizons.numel())
+    n_horizons = horizons.numel() if weighting == "window" else item.seq_len
+    return (err * weight).sum() / (weight.sum() * n_horizons)
 
 
 @torch.no_grad()
@@ -207,6 +225,19 @@ class MetaTrainResult:
     wall_s: float
     dataset: list[dict[str, Any]]
     work_dir: Path
+    best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    val_dataset: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def selected_model(self) -> NiNoModel:
+        """The weights to ship: those with the lowest validation loss when the run had a
+        validation set (``best``), otherwise the final ones."""
+        if self.best_state is None:
+            return self.model
+        model = NiNoModel(self.config.nino_config(), edge_chunk=None)
+        model.load_state_dict(self.best_state)
+        model.eval()
+        return model
 
     @property
     def final_loss(self) -> float:
@@ -242,6 +273,7 @@ def metatrain(
     restart: bool = False,
     loss_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     step_callback: Callable[[int, NiNoModel], None] | None = None,
+    val_dataset: MetaDataset | None = None,
 ) -> MetaTrainResult:
     """Train (or continue training) a NiNo model on ``dataset``.
 
@@ -255,6 +287,9 @@ def metatrain(
         loss_hook: ``loss_hook(step, loss) -> loss`` applied to every window's loss before the
             backward pass (fault injection for tests; ``step`` = completed steps).
         step_callback: ``step_callback(step, model)`` after every step (tests use it to interrupt).
+        val_dataset: windows of trajectories not trained on; at every evaluation the loss on
+            ``config.val_windows`` fixed windows of it is recorded, and the weights with the
+            lowest one are kept in the checkpoint (:meth:`MetaTrainResult.selected_model`).
     """
     config = config or MetaTrainConfig()
     work = Path(work_dir)
@@ -282,6 +317,15 @@ def metatrain(
     eval_gen = torch.Generator().manual_seed(config.seed + 1)
     n_eval = min(config.eval_windows, len(dataset))
     eval_ids = torch.randperm(len(dataset), generator=eval_gen)[:n_eval].tolist()
+    val_ids: list[int] = []
+    if val_dataset is not None:
+        if val_dataset.ctx != config.ctx or val_dataset.seq_len != config.seq_len:
+            raise ValueError(f"validation windows have ctx={val_dataset.ctx}, seq_len={val_dataset.seq_len}; the config {config.ctx}, {config.seq_len}")
+        if len(val_dataset) == 0:
+            raise ValueError("the validation set has no windows: collect longer validation trajectories")
+        n_val = min(config.val_windows, len(val_dataset))
+        val_ids = torch.randperm(len(val_dataset), generator=torch.Generator().manual_seed(config.seed + 2))[:n_val].tolist()
+    n_val_windows = len(val_dataset) if val_dataset is not None else 0
 
     state: dict[str, Any] = {
         "step": 0,
@@ -291,9 +335,11 @@ def metatrain(
         "rollbacks": 0,
         "wall_s": 0.0,
         "history": {"step": [], "loss": [], "lr": [], "grad_norm": []},
-        "evals": {"step": [], "loss": []},
+        "evals": {"step": [], "loss": [], **({"val_loss": []} if val_ids else {})},
         "baselines": {},
+        "best": None,
     }
+    best_state: dict[str, torch.Tensor] | None = None
     if ckpt_path.is_file() and not restart:
         blob = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if blob.get("version") != CHECKPOINT_VERSION:
@@ -304,11 +350,17 @@ def metatrain(
                 f"{ckpt_path} was trained on {blob.get('n_windows')} windows, the dataset now has {len(dataset)}: "
                 "use another work folder or restart"
             )
+        if blob.get("n_val_windows", 0) != n_val_windows:
+            raise ValueError(
+                f"{ckpt_path} was validated on {blob.get('n_val_windows', 0)} windows, the validation set now has "
+                f"{n_val_windows}: use the same validation trajectories, another work folder, or restart"
+            )
+        best_state = blob.get("best_model")
         model.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
         sampler.set_state(blob["rng"]["sampler"])
         torch.set_rng_state(blob["rng"]["torch"])
-        state.update({k: blob[k] for k in state})
+        state.update({k: blob[k] for k in state if k in blob})
         log.info("resuming meta-training at step %d of %d", state["step"], config.steps)
 
     def snapshot() -> dict[str, Any]:
@@ -316,7 +368,9 @@ def metatrain(
             "version": CHECKPOINT_VERSION,
             "config": config.to_dict(),
             "n_windows": len(dataset),
+            "n_val_windows": n_val_windows,
             "model": model.state_dict(),
+            **({"best_model": best_state} if best_state is not None else {}),
             "optimizer": optimizer.state_dict(),
             "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state()},
             **{k: (v + time.perf_counter() - start if k == "wall_s" else v) for k, v in state.items()},
@@ -327,17 +381,33 @@ def metatrain(
         blob = snapshot()
         _atomic_save(blob, ckpt_path)
         last_good = copy.deepcopy({"model": blob["model"], "optimizer": blob["optimizer"]})
-        _write_history(work, config, {**state, "wall_s": blob["wall_s"]}, dataset)
+        _write_history(work, config, {**state, "wall_s": blob["wall_s"]}, dataset, val_dataset)
 
-    def evaluate() -> float:
+    def mean_loss(data: MetaDataset, ids: list[int]) -> float:
         was = model.training
         model.eval()
         total = 0.0
         with torch.no_grad():
-            for i in eval_ids:
-                total += float(window_loss(model, dataset[i]))
+            for i in ids:
+                total += float(window_loss(model, data[i]))
         model.train(was)
-        return total / max(1, len(eval_ids))
+        return total / max(1, len(ids))
+
+    def evaluate(done: int) -> None:
+        nonlocal best_state
+        evals = state["evals"]
+        evals["step"].append(done)
+        evals["loss"].append(mean_loss(dataset, eval_ids))
+        if not val_ids:
+            log.info("meta-training step %d: eval loss %.4f", done, evals["loss"][-1])
+            return
+        val = mean_loss(val_dataset, val_ids)
+        evals["val_loss"].append(val)
+        if state["best"] is None or val < state["best"]["val_loss"]:
+            state["best"] = {"step": done, "val_loss": val}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        log.info("meta-training step %d: eval loss %.4f, validation loss %.4f (best %.4f at step %d)",
+                 done, evals["loss"][-1], val, state["best"]["val_loss"], state["best"]["step"])
 
     start = time.perf_counter()
     last_good: dict[str, Any] | None = None
@@ -348,9 +418,12 @@ def metatrain(
                 sums[k] = sums.get(k, 0.0) + v
         state["baselines"] = {k: v / len(eval_ids) for k, v in sums.items()}
         log.info("eval windows: zero-change loss %.4f, linefit loss %.4f", state["baselines"]["zero"], state["baselines"]["linefit"])
+        for i in val_ids:
+            for k, v in baseline_losses(val_dataset[i]).items():
+                key = f"val_{k}"
+                state["baselines"][key] = state["baselines"].get(key, 0.0) + v / len(val_ids)
     if state["step"] == 0 and eval_ids and not state["evals"]["step"]:
-        state["evals"]["step"].append(0)
-        state["evals"]["loss"].append(evaluate())
+        evaluate(0)
     save()  # the starting point is always a good checkpoint to roll back to
 
     bar = None
@@ -369,7 +442,7 @@ def metatrain(
             optimizer.zero_grad(set_to_none=True)
             total, finite = 0.0, True
             for i in ids:
-                loss = window_loss(model, dataset[i]) / config.batch
+                loss = window_loss(model, dataset[i], config.horizon_weighting) / config.batch
                 if loss_hook is not None:
                     loss = loss_hook(step, loss)
                 if not bool(torch.isfinite(loss)):
@@ -411,9 +484,7 @@ def metatrain(
                     save()
             done = state["step"]
             if eval_ids and (done % config.eval_every == 0 or done == config.steps):
-                state["evals"]["step"].append(done)
-                state["evals"]["loss"].append(evaluate())
-                log.info("meta-training step %d: eval loss %.4f", done, state["evals"]["loss"][-1])
+                evaluate(done)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save()
             if bar is not None:
@@ -434,10 +505,13 @@ def metatrain(
         model=model, config=config, step=state["step"], history=state["history"], evals=state["evals"],
         baselines=state["baselines"], nan_skips=state["nan_skips"], rollbacks=state["rollbacks"],
         lr_scale=state["lr_scale"], wall_s=state["wall_s"], dataset=dataset.describe(), work_dir=work,
+        best=state["best"], best_state=best_state, val_dataset=val_dataset.describe() if val_dataset is not None else [],
     )
 
 
-def _write_history(work: Path, config: MetaTrainConfig, state: Mapping[str, Any], dataset: MetaDataset) -> None:
+def _write_history(
+    work: Path, config: MetaTrainConfig, state: Mapping[str, Any], dataset: MetaDataset, val_dataset: MetaDataset | None = None
+) -> None:
     payload = {
         "config": config.to_dict(),
         "step": state["step"],
@@ -449,6 +523,8 @@ def _write_history(work: Path, config: MetaTrainConfig, state: Mapping[str, Any]
         "evals": state["evals"],
         "history": state["history"],
         "dataset": dataset.describe(),
+        "best": state.get("best"),
+        "val_dataset": val_dataset.describe() if val_dataset is not None else [],
     }
     tmp = work / (HISTORY_FILE + ".tmp")
     tmp.write_text(json.dumps(payload, default=float) + "\n")
@@ -463,13 +539,15 @@ def load_result(work_dir: str | os.PathLike) -> MetaTrainResult:
     model = NiNoModel(config.nino_config(), edge_chunk=None)
     model.load_state_dict(blob["model"])
     model.eval()
-    dataset = []
+    dataset, val_dataset = [], []
     if (work / HISTORY_FILE).is_file():
-        dataset = json.loads((work / HISTORY_FILE).read_text()).get("dataset", [])
+        history = json.loads((work / HISTORY_FILE).read_text())
+        dataset, val_dataset = history.get("dataset", []), history.get("val_dataset", [])
     return MetaTrainResult(
         model=model, config=config, step=int(blob["step"]), history=blob["history"], evals=blob["evals"],
         baselines=blob["baselines"], nan_skips=int(blob["nan_skips"]), rollbacks=int(blob["rollbacks"]),
         lr_scale=float(blob["lr_scale"]), wall_s=float(blob["wall_s"]), dataset=dataset, work_dir=work,
+        best=blob.get("best"), best_state=blob.get("best_model"), val_dataset=val_dataset,
     )
 
 
@@ -496,9 +574,13 @@ def plot_training_curve(result: MetaTrainResult, path: str | os.PathLike) -> Pat
             ax.plot(steps[width - 1 :], smooth, color="tab:blue", lw=1.6, label=f"training loss ({width}-step mean)")
     if result.evals["step"]:
         ax.plot(result.evals["step"], result.evals["loss"], "o-", color="tab:red", ms=3, label="loss on fixed eval windows")
+    if result.evals.get("val_loss"):
+        ax.plot(result.evals["step"], result.evals["val_loss"], "s-", color="tab:orange", ms=3, label="loss on validation trajectories")
+        if result.best is not None:
+            ax.plot([result.best["step"]], [result.best["val_loss"]], "*", color="k", ms=10, label=f"selected (step {result.best['step']})")
     colors = {"zero": "gray", "linefit": "tab:green"}
     for name, value in result.baselines.items():
-        ax.axhline(value, ls="--", color=colors.get(name, "k"), lw=1, label=f"{name} predictor ({value:.3f})")
+        ax.axhline(value, ls=":" if name.startswith("val_") else "--", color=colors.get(name.removeprefix("val_"), "k"), lw=1, label=f"{name} predictor ({value:.3f})")
     ax.set_yscale("log")
     ax.set_ylabel("L1 on scaled changes")
     ax.set_title(f"NiNo meta-training (hid {result.config.hid}, {result.step} steps)")
@@ -523,12 +605,15 @@ def export(
     recipe: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write ``config.json``, ``model.safetensors``, ``training_curve.png`` and ``MODEL_CARD.md``."""
+    """Write ``config.json``, ``model.safetensors`` (:meth:`MetaTrainResult.selected_model`),
+    ``training_curve.png`` and ``MODEL_CARD.md``."""
     from .checkpoint import save
     from .model_card import write_model_card
 
     out = Path(out_dir)
-    save(result.model, out)
+    if result.best is not None:
+        log.info("exporting the weights of step %d (lowest validation loss %.4f)", result.best["step"], result.best["val_loss"])
+    save(result.selected_model(), out)
     plot_training_curve(result, out / "training_curve.png")
     write_model_card(out / "MODEL_CARD.md", result, recipe=recipe, timings=timings, curve="training_curve.png")
     log.info("exported the meta-trained NiNo model to %s", out)

@@ -89,10 +89,26 @@ def write_model_card(
         "",
         *_data_table(rows),
         "",
+    ]
+    if result.val_dataset:
+        val_rows = result.val_dataset
+        lines += [
+            f"Validation (not trained on; selects the shipped weights): {len(val_rows)} more trajectories, "
+            f"{sum(r['windows'] for r in val_rows)} windows.",
+            "",
+            *_data_table(val_rows),
+            "",
+        ]
+    weighting = (
+        "mean per window, then over"
+        if cfg.horizon_weighting == "window"
+        else f"summed over the window's horizons and divided by seq_len={ncfg.seq_len}, so every (window, horizon) target weighs the same, then averaged over"
+    )
+    lines += [
         "## Recipe",
         "",
         f"- loss: L1 between predicted and true scaled changes, over all unmasked horizons and parameter slots "
-        f"(mean per window, then over a batch of {cfg.batch} windows);",
+        f"({weighting} a batch of {cfg.batch} windows);",
         f"- AdamW lr {cfg.lr:g} (betas {cfg.beta1:g}/{cfg.beta2:g}, weight decay {cfg.wd:g} on matrices), "
         f"{cfg.warmup} warm-up steps, cosine decay to {cfg.min_lr_ratio:g} x lr at {cfg.steps} steps; "
         f"gradient norm clipped at {cfg.clip:g}; seed {cfg.seed};",
@@ -113,6 +129,15 @@ def write_model_card(
         f"windows predicting no change scores {_fmt(result.baselines.get('zero'))} and Linefit "
         f"{_fmt(result.baselines.get('linefit'))}.",
     ]
+    if result.evals.get("val_loss"):
+        val = result.evals["val_loss"]
+        best = result.best or {}
+        lines += [
+            f"- loss on {min(cfg.val_windows, sum(r['windows'] for r in result.val_dataset))} fixed windows of the validation "
+            f"trajectories: first {_fmt(val[0])}, last {_fmt(val[-1])}, lowest {_fmt(best.get('val_loss'))} at step "
+            f"{best.get('step')} (**the shipped weights**); no change scores {_fmt(result.baselines.get('val_zero'))}, "
+            f"Linefit {_fmt(result.baselines.get('val_linefit'))}.",
+        ]
     timings = dict(timings or {})
     timings.setdefault("meta-training", result.wall_s)
     parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())

@@ -162,6 +162,8 @@ def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "stage 1/3" in out and "wrote" in out
+    assert "(+ 1 for validation)" in out and "validation loss lowest" in out
+    assert "Validation (not trained on" in (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
     for name in ("config.json", "model.safetensors", "MODEL_CARD.md", "training_curve.png"):
         assert (tmp_path / "ckpt" / name).is_file()
     assert nowcast.load(tmp_path / "ckpt").config.hid == 16
@@ -190,3 +192,73 @@ def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys)
     other_runs = dataclasses.replace(recipe, runs=recipe.runs[:1])
     with pytest.raises(ValueError, match="another recipe's runs"):
         _check_recipe_file(tmp_path, other_runs)
+
+
+@pytest.fixture(scope="module")
+def val_dataset(tmp_path_factory, dataset):
+    root = tmp_path_factory.mktemp("validation")
+    collect_run(RunSpec("digits", 2, 1.0, 160, every=20), root, data=get_task("digits").load_data(None))
+    return MetaDataset(root, seq_len=SEQ_LEN, graphs=dataset.graphs)
+
+
+def test_target_weighting_keeps_the_share_of_far_horizons(dataset):
+    four = MetaDataset(dataset.trajectories, seq_len=4, graphs=dataset.graphs)
+    full = four[0]  # every horizon inside the trajectory
+    short = four[len(four) - 1]  # one horizon left
+    assert bool(full.horizon_mask.all()) and int(short.horizon_mask.sum()) == 1
+
+    def zero_change(item):
+        e, f = item.slot_mask.shape
+        return lambda data, ks: item.last.unsqueeze(-1).expand(e, f, len(ks)).clone()
+
+    assert float(window_loss(zero_change(full), full, "target")) == pytest.approx(float(window_loss(zero_change(full), full)), rel=1e-6)
+    per_window = float(window_loss(zero_change(short), short, "window"))
+    assert float(window_loss(zero_change(short), short, "target")) == pytest.approx(per_window / 4, rel=1e-6)
+    with pytest.raises(ValueError, match="weighting"):
+        window_loss(zero_change(short), short, "horizon")
+    with pytest.raises(ValueError, match="horizon_weighting"):
+        small(horizon_weighting="mean")
+
+
+def test_validation_selects_the_weights_with_the_lowest_validation_loss(dataset, val_dataset, tmp_path):
+    cfg = small(steps=24, lr=1e-2, eval_every=4, val_windows=len(val_dataset))
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    result = metatrain(dataset, tmp_path / "work", cfg, progress=False, val_dataset=val_dataset,
+                       step_callback=lambda step, model: seen.__setitem__(step, _weights(model)))
+    val = result.evals["val_loss"]
+    assert result.evals["step"] == [0, 4, 8, 12, 16, 20, 24] and len(val) == len(result.evals["loss"])
+    best = min(range(len(val)), key=val.__getitem__)
+    assert result.best == {"step": result.evals["step"][best], "val_loss": val[best]}
+    # on these runs the unseen trajectory is fitted best early on: the selection is not the end point
+    assert 0 < result.best["step"] < 24
+    selected = result.selected_model()
+    assert all(torch.equal(seen[result.best["step"]][k], v) for k, v in selected.state_dict().items())
+    assert not all(torch.equal(seen[24][k], v) for k, v in selected.state_dict().items())
+    # the recorded validation loss is the selected model's loss on all validation windows
+    with torch.no_grad():
+        again = sum(float(window_loss(selected, val_dataset[i])) for i in range(len(val_dataset))) / len(val_dataset)
+    assert again == pytest.approx(result.best["val_loss"], rel=1e-5)
+    # exported and reloaded: the selected weights, not the last ones; the card says so
+    out = export(load_result(tmp_path / "work"), tmp_path / "ckpt")
+    loaded = nowcast.load(out).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in selected.state_dict().items())
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Validation (not trained on" in card and f"at step {result.best['step']} (**the shipped weights**)" in card
+    assert "digits_s2_lr1_n160_e20" in card
+
+
+def test_resumed_training_with_validation_is_exact(dataset, val_dataset, tmp_path):
+    cfg = small(eval_every=4, val_windows=3)
+    whole = metatrain(dataset, tmp_path / "whole", cfg, progress=False, val_dataset=val_dataset)
+
+    def kill(step, model):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val_dataset, step_callback=kill)
+    resumed = metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val_dataset)
+    assert resumed.evals == whole.evals and resumed.best == whole.best
+    assert all(torch.equal(whole.best_state[k], v) for k, v in resumed.best_state.items())
+    with pytest.raises(ValueError, match="validated on"):
+        metatrain(dataset, tmp_path / "split", cfg, progress=False)
