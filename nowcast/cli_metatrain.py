@@ -42,12 +42,14 @@ def _plan(recipe: Any, workers: int) -> str:
     by_task: dict[str, list] = {}
     for r in recipe.all_runs:
         by_task.setdefault(r.task, []).append(r)
-    lines = [f"recipe {recipe.name}: {recipe.description}", "", f"{'task':<18} {'runs':>4} {'steps':>12} {'windows':>8} {'est. min':>9}"]
+    lines = [f"recipe {recipe.name}: {recipe.description}", "", f"{'task':<18} {'runs':>4} {'steps':>12} {'windows':>8} {'est. min':>9}   (runs incl. validation; windows trained on)"]
     collect_s, windows, window_cost = 0.0, 0, 0.0
     unknown = []
+    val_ids = {r.run_id for r in recipe.val_runs}
     for task, runs in by_task.items():
         steps = sum(r.resolved_steps() for r in runs)
-        n_win = sum(max(0, r.resolved_steps() // r.every + 1 - cfg.ctx) for r in runs)
+        # windows trained on (validation runs are only evaluated)
+        n_win = sum(max(0, r.resolved_steps() // r.every + 1 - cfg.ctx) for r in runs if r.run_id not in val_ids)
         cost = _STEP_S.get(task)
         if cost is None:
             unknown.append(task)

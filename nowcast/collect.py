@@ -169,16 +169,21 @@ RECIPES: dict[str, Recipe] = {
     "nino-cpu": Recipe(
         name="nino-cpu",
         description=(
-            "the shipped CPU checkpoint: 8 FM/16 runs (10k steps) and 6 + 6 Tiny Shakespeare runs "
-            "(GPT 3-24 and 2-32, 5k steps), learning rates x0.5 to x1.5, states every 200 steps; "
-            "NiNo hid 64 meta-trained for 6k steps of 4 windows"
+            "the shipped CPU checkpoint: 12 FM/16 runs (10k steps) and 8 + 8 Tiny Shakespeare runs "
+            "(GPT 3-24 and 2-32, 5k steps), learning rates x0.5 to x1.5, states every 200 steps, plus one run of each "
+            "task for validation; NiNo hid 64 meta-trained for 8k steps of 4 windows, the weights with the lowest "
+            "validation loss shipped"
         ),
         runs=(
-            _grid("fm16", range(100, 108), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
-            + _grid("shakespeare-3-24", range(100, 106), (1.0, 0.5, 1.5, 0.75), 5_000)
-            + _grid("shakespeare-2-32", range(100, 106), (1.0, 1.5, 0.5, 1.25), 5_000)
+            _grid("fm16", range(100, 112), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
+            + _grid("shakespeare-3-24", range(100, 108), (1.0, 0.5, 1.5, 0.75), 5_000)
+            + _grid("shakespeare-2-32", range(100, 108), (1.0, 1.5, 0.5, 1.25), 5_000)
         ),
-        metatrain={"hid": 64, "steps": 6_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 500},
+        val_runs=(RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 108, 1.0, 5_000), RunSpec("shakespeare-2-32", 108, 1.0, 5_000)),
+        metatrain={
+            "hid": 64, "steps": 8_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 500,
+            "val_windows": 64,
+        },
         workers=2,
     ),
     "tiny": Recipe(

@@ -255,7 +255,12 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 def _check_resumable(saved: Mapping[str, Any], config: MetaTrainConfig, path: Path) -> None:
     mine = config.to_dict()
-    diff = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in mine.items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v]
+    defaults = MetaTrainConfig().to_dict()  # fields added later read as their defaults in older checkpoints
+    diff = [
+        f"{k}: {saved.get(k, defaults[k])!r} -> {v!r}"
+        for k, v in mine.items()
+        if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
+    ]
     if diff:
         raise ValueError(
             f"{path} was written with another meta-training config ({'; '.join(diff)}): "
@@ -397,7 +402,7 @@ def metatrain(
         nonlocal best_state
         evals = state["evals"]
         evals["step"].append(done)
-        evals["loss"].append(mean_loss(dataset, eval_ids))
+        evals["loss"].append(mean_loss(dataset, eval_ids) if eval_ids else math.nan)
         if not val_ids:
             log.info("meta-training step %d: eval loss %.4f", done, evals["loss"][-1])
             return
@@ -422,7 +427,7 @@ def metatrain(
             for k, v in baseline_losses(val_dataset[i]).items():
                 key = f"val_{k}"
                 state["baselines"][key] = state["baselines"].get(key, 0.0) + v / len(val_ids)
-    if state["step"] == 0 and eval_ids and not state["evals"]["step"]:
+    if state["step"] == 0 and (eval_ids or val_ids) and not state["evals"]["step"]:
         evaluate(0)
     save()  # the starting point is always a good checkpoint to roll back to
 
@@ -483,7 +488,7 @@ def metatrain(
                     )
                     save()
             done = state["step"]
-            if eval_ids and (done % config.eval_every == 0 or done == config.steps):
+            if (eval_ids or val_ids) and (done % config.eval_every == 0 or done == config.steps):
                 evaluate(done)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save()

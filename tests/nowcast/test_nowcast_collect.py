@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -124,7 +125,13 @@ def test_specs_and_recipes():
     tasks = {r.task for r in recipe.runs}
     assert tasks == {"fm16", "shakespeare-3-24", "shakespeare-2-32"}
     assert len({r.run_id for r in recipe.runs}) == len(recipe.runs)
-    assert min(r.seed for r in recipe.runs) >= 100  # never the benchmark seeds
+    assert min(r.seed for r in recipe.all_runs) >= 100  # never the benchmark seeds
+    # one validation run per task, none of them trained on
+    assert sorted(r.task for r in recipe.val_runs) == sorted(tasks)
+    assert not {r.run_id for r in recipe.val_runs} & {r.run_id for r in recipe.runs}
+    assert recipe.to_dict()["val_runs"] == [r.to_dict() for r in recipe.val_runs]
+    with pytest.raises(ValueError, match="must not also be a training run"):
+        dataclasses.replace(recipe, val_runs=recipe.runs[:1])
     with pytest.raises(KeyError, match="unknown recipe"):
         get_recipe("nope")
 
