@@ -12,6 +12,7 @@ from .checkpoint import CheckpointError, load, save
 from .collect import RECIPES, Recipe, RunSpec, collect_run, load_trajectory
 from .collect import collect as collect_trajectories  # not `collect`: that name is the submodule
 from .config import NiNoConfig
+from .jump_error import JumpErrors, jump_errors
 from .metadataset import GraphCache, MetaDataset, WindowItem
 from .metatrain import MetaTrainConfig, MetaTrainResult, load_result, window_loss
 from .metatrain import metatrain as meta_train  # not `metatrain`: that name is the submodule
@@ -44,7 +45,9 @@ __all__ = [
     "export_checkpoint",
     "GraphCache",
     "GraphPart",
+    "JumpErrors",
     "horizon_schedule",
+    "jump_errors",
     "layer_parts",
     "LayerScales",
     "Linefit",

@@ -1,0 +1,127 @@
+"""How well a predictor makes the jumps the optimizer wrapper would make, on collected trajectories.
+
+The meta-training loss averages over every window and every horizon, but in use a NiNo model is
+asked for one prediction per period: at jump ``j`` it reads the ``ctx`` states recorded during
+period ``j`` and predicts ``k_j`` intervals ahead (:func:`nowcast.optim.horizon_schedule`: 40 at
+the first jump of a 10-period run, 1 at the last). :func:`jump_errors` measures exactly those
+predictions on trajectories the model has not been trained on: for a trajectory with states
+every ``every`` steps, the wrapper's period is ``ctx * every`` and its planned length the
+trajectory's, so jump ``j`` reads snapshot rows ``j*ctx + 1 .. (j+1)*ctx`` and is compared with
+row ``(j+1)*ctx + k_j`` (skipped when that row is past the end).
+
+This is a proxy, not a benchmark: after a real jump the run leaves the recorded trajectory. It
+costs seconds and ranks checkpoints the way steps-to-target does on the cases we measured (see
+``docs/metatraining.md``); ``benchmarks/jump_error.py`` prints the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .metadataset import MetaDataset, WindowItem
+from .optim import horizon_schedule
+
+__all__ = ["JumpErrors", "jump_errors", "jump_windows"]
+
+Predictor = Callable[..., torch.Tensor]
+
+
+def jump_windows(dataset: MetaDataset) -> list[tuple[int, int, int]]:
+    """``(window index, jump j, horizon k_j)`` for every jump of every trajectory of ``dataset``
+    whose target snapshot was recorded.
+
+    The trajectories must share their length and snapshot spacing (one task's runs: jump ``j``
+    then means the same thing in each), and ``dataset.spacing`` must be 1."""
+    if dataset.spacing != 1:
+        raise ValueError("jump_windows needs consecutive snapshots (MetaDataset spacing=1)")
+    shapes = {(t.n_snapshots, int(t.meta["every"])) for t in dataset.trajectories}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"trajectories of different lengths or spacings ({sorted(shapes)} as (snapshots, every)): "
+            "measure one task's runs at a time"
+        )
+    ctx = dataset.ctx
+    by_start = {(w.traj, w.start): i for i, w in enumerate(dataset.windows)}
+    out: list[tuple[int, int, int]] = []
+    for t, traj in enumerate(dataset.trajectories):
+        n = traj.n_snapshots
+        every = int(traj.meta["every"])
+        steps = (n - 1) * every
+        ks = horizon_schedule(max(steps, ctx * every), ctx * every, dataset.seq_len)
+        for j, k in enumerate(ks):
+            start, last = j * ctx + 1, (j + 1) * ctx
+            if last + k < n and (t, start) in by_start:
+                out.append((by_start[(t, start)], j, k))
+    return out
+
+
+@dataclass
+class JumpErrors:
+    """Mean L1 error (scaled units, parameter slots only) of each jump, over trajectories.
+
+    ``errors[name][j]`` is the predictor's mean error at jump ``j`` (None where no trajectory
+    reaches it); ``horizons[j]`` the horizon; ``counts[j]`` the number of trajectories;
+    ``zero`` is the no-change prediction (the size of the true change).
+    """
+
+    horizons: list[int]
+    counts: list[int]
+    errors: dict[str, list[float | None]]
+
+    def mean(self, name: str) -> float:
+        """Mean over the jumps that were measured."""
+        vals = [v for v in self.errors[name] if v is not None]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    def gain(self, name: str, jump: int | None = None) -> float:
+        """Share of the no-change error removed: ``1 - error / zero`` (at one jump, or over all)."""
+        if jump is None:
+            return 1.0 - self.mean(name) / self.mean("zero")
+        e, z = self.errors[name][jump], self.errors["zero"][jump]
+        return float("nan") if e is None or z is None else 1.0 - e / z
+
+    def table(self) -> str:
+        """The errors per jump, the mean, and the first jump's gain over no change."""
+        names = list(self.errors)
+        width = max(10, *(len(n) for n in names))
+        head = f"{'predictor':<{width}} " + " ".join(f"k={k:<5}" for k in self.horizons) + "    mean  first-jump gain  mean gain"
+        lines = [head, f"{'(trajectories)':<{width}} " + " ".join(f"{c:<7}" for c in self.counts)]
+        for n in names:
+            cells = " ".join(f"{v:<7.4f}" if v is not None else f"{'-':<7}" for v in self.errors[n])
+            gains = "" if n == "zero" else f"  {100 * self.gain(n, 0):>+14.1f}%  {100 * self.gain(n):>+8.1f}%"
+            lines.append(f"{n:<{width}} {cells} {self.mean(n):>7.4f}{gains}")
+        return "\n".join(lines)
+
+
+def _error(item: WindowItem, out: torch.Tensor, k: int) -> float:
+    e, f = item.slot_mask.shape
+    target = item.target.view(e, f, item.seq_len)[:, :, k - 1]
+    weight = item.slot_mask.to(target.dtype)
+    pred = out.reshape(e, f) - item.last
+    return float(((pred - target).abs() * weight).sum() / weight.sum())
+
+
+@torch.no_grad()
+def jump_errors(predictors: dict[str, Predictor], dataset: MetaDataset) -> JumpErrors:
+    """:class:`JumpErrors` of each ``predictors[name]`` (a NiNo model: ``model(data, [k])``) on
+    the jumps of ``dataset``'s trajectories, plus ``zero`` (no change)."""
+    if "zero" in predictors:
+        raise ValueError("'zero' names the no-change baseline; call your predictor something else")
+    pairs = jump_windows(dataset)
+    if not pairs:
+        raise ValueError("no jump of these trajectories has its target recorded: use longer trajectories")
+    n_jumps = max(j for _, j, _ in pairs) + 1
+    horizons: list[int] = [0] * n_jumps
+    sums: dict[str, list[float]] = {n: [0.0] * n_jumps for n in [*predictors, "zero"]}
+    counts = [0] * n_jumps
+    for index, j, k in pairs:
+        item = dataset[index]
+        horizons[j], counts[j] = k, counts[j] + 1
+        for name, model in predictors.items():
+            sums[name][j] += _error(item, model(item.data, [k]), k)
+        sums["zero"][j] += _error(item, item.last.unsqueeze(-1), k)
+    errors = {n: [s / c if c else None for s, c in zip(v, counts)] for n, v in sums.items()}
+    return JumpErrors(horizons, counts, errors)
