@@ -23,7 +23,7 @@ METATRAIN = "metatrain"
 GRAPHS = "graphs"
 RECIPE_FILE = "recipe.json"
 
-_OVERRIDES = ("hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "seed", "checkpoint_every", "eval_every")
+_OVERRIDES = ("hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "select", "seed", "checkpoint_every", "eval_every")
 
 
 # Planning estimates (seconds, one free core, torch 1 thread; measured on the project's 2-core
@@ -184,7 +184,7 @@ def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: di
     print(
         f"meta-training: {result.step} steps in {result.wall_s / 60:.1f} min; final training loss {result.final_loss:.4f}"
         + (f", eval loss {ev[0]:.4f} -> {ev[-1]:.4f}" if ev else "")
-        + (f", validation loss lowest {result.best['val_loss']:.4f} at step {result.best['step']} (exported)" if result.best else "")
+        + (f"; lowest {config.select} {result.best[config.select]:.4f} at step {result.best['step']} (exported)" if result.best else "")
         + f" (no change {result.baselines.get('zero', float('nan')):.4f}, linefit {result.baselines.get('linefit', float('nan')):.4f});"
         f" {result.nan_skips} non-finite batches skipped, {result.rollbacks} rollbacks"
     )
@@ -262,6 +262,7 @@ def _add_metatrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wd", type=float, default=None)
     g.add_argument("--warmup", type=int, default=None)
     g.add_argument("--horizon-weighting", choices=("window", "target"), default=None, help="how a window's horizons are averaged in the loss")
+    g.add_argument("--select", choices=("val_loss", "val_jump"), default=None, help="validation metric that selects the exported weights")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--checkpoint-every", type=int, default=None)
     g.add_argument("--eval-every", type=int, default=None)

@@ -172,7 +172,7 @@ RECIPES: dict[str, Recipe] = {
             "the shipped CPU checkpoint: 12 FM/16 runs (10k steps) and 8 + 8 Tiny Shakespeare runs "
             "(GPT 3-24 and 2-32, 5k steps), learning rates x0.5 to x1.5, states every 200 steps, plus one run of each "
             "task for validation; NiNo hid 64 meta-trained for 6k steps of 4 windows, the weights with the lowest "
-            "validation loss shipped"
+            "jump error on the validation runs shipped"
         ),
         runs=(
             _grid("fm16", range(100, 112), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
@@ -182,7 +182,7 @@ RECIPES: dict[str, Recipe] = {
         val_runs=(RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 108, 1.0, 5_000), RunSpec("shakespeare-2-32", 108, 1.0, 5_000)),
         metatrain={
             "hid": 64, "steps": 6_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 250,
-            "val_windows": 64,
+            "val_windows": 64, "select": "val_jump",
         },
         workers=2,
     ),

@@ -24,25 +24,17 @@ import torch
 from .metadataset import MetaDataset, WindowItem
 from .optim import horizon_schedule
 
-__all__ = ["JumpErrors", "jump_errors", "jump_windows"]
+__all__ = ["JumpErrors", "JumpScore", "jump_errors", "jump_windows"]
 
 Predictor = Callable[..., torch.Tensor]
 
 
 def jump_windows(dataset: MetaDataset) -> list[tuple[int, int, int]]:
     """``(window index, jump j, horizon k_j)`` for every jump of every trajectory of ``dataset``
-    whose target snapshot was recorded.
-
-    The trajectories must share their length and snapshot spacing (one task's runs: jump ``j``
-    then means the same thing in each), and ``dataset.spacing`` must be 1."""
+    whose target snapshot was recorded (each trajectory with its own length's schedule;
+    ``dataset.windows[index].traj`` says which trajectory). ``dataset.spacing`` must be 1."""
     if dataset.spacing != 1:
         raise ValueError("jump_windows needs consecutive snapshots (MetaDataset spacing=1)")
-    shapes = {(t.n_snapshots, int(t.meta["every"])) for t in dataset.trajectories}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"trajectories of different lengths or spacings ({sorted(shapes)} as (snapshots, every)): "
-            "measure one task's runs at a time"
-        )
     ctx = dataset.ctx
     by_start = {(w.traj, w.start): i for i, w in enumerate(dataset.windows)}
     out: list[tuple[int, int, int]] = []
@@ -110,6 +102,12 @@ def jump_errors(predictors: dict[str, Predictor], dataset: MetaDataset) -> JumpE
     the jumps of ``dataset``'s trajectories, plus ``zero`` (no change)."""
     if "zero" in predictors:
         raise ValueError("'zero' names the no-change baseline; call your predictor something else")
+    shapes = {(t.n_snapshots, int(t.meta["every"])) for t in dataset.trajectories}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"trajectories of different lengths or spacings ({sorted(shapes)} as (snapshots, every)): "
+            "measure one task's runs at a time (jump j must mean the same thing in each)"
+        )
     pairs = jump_windows(dataset)
     if not pairs:
         raise ValueError("no jump of these trajectories has its target recorded: use longer trajectories")
@@ -125,3 +123,27 @@ def jump_errors(predictors: dict[str, Predictor], dataset: MetaDataset) -> JumpE
         sums["zero"][j] += _error(item, item.last.unsqueeze(-1), k)
     errors = {n: [s / c if c else None for s, c in zip(v, counts)] for n, v in sums.items()}
     return JumpErrors(horizons, counts, errors)
+
+
+class JumpScore:
+    """One number per predictor for model selection: the mean over trajectories of
+    ``sum_j error_j / sum_j no-change error_j`` (1 = no better than predicting no change; lower is
+    better; NaN when no trajectory has a measurable jump). Trajectories of any lengths may be
+    mixed: each is scored on its own schedule.
+    The windows and the no-change errors are computed once, at construction."""
+
+    def __init__(self, dataset: MetaDataset) -> None:
+        self.dataset = dataset
+        self.pairs = jump_windows(dataset)  # may be empty: the score is then NaN
+        self.trajs = [dataset.windows[i].traj for i, _, _ in self.pairs]
+        self.zero = [_error(dataset[i], dataset[i].last.unsqueeze(-1), k) for i, _, k in self.pairs]
+
+    @torch.no_grad()
+    def __call__(self, model: Predictor) -> float:
+        num: dict[int, float] = {}
+        den: dict[int, float] = {}
+        for (index, _, k), t, z in zip(self.pairs, self.trajs, self.zero):
+            item = self.dataset[index]
+            num[t] = num.get(t, 0.0) + _error(item, model(item.data, [k]), k)
+            den[t] = den.get(t, 0.0) + z
+        return sum(num[t] / den[t] for t in num) / len(num) if num else float("nan")

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from .config import NiNoConfig
+from .jump_error import JumpScore
 from .metadataset import MetaDataset, WindowItem
 from .model import NiNoModel
 
@@ -59,6 +60,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.json"
 CHECKPOINT_VERSION = 1
 HORIZON_WEIGHTINGS = ("window", "target")
+SELECTION_METRICS = ("val_loss", "val_jump")
 
 # fields that may change between a run and its resumption (they do not change the math)
 _RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "eval_every", "eval_windows"})
@@ -80,8 +82,10 @@ class MetaTrainConfig:
     Bookkeeping: a checkpoint every ``checkpoint_every`` steps, an evaluation of the loss on
     ``eval_windows`` fixed training windows every ``eval_every`` steps (compared with the
     zero-change and Linefit predictions) and, when :func:`metatrain` gets a validation set of
-    other trajectories, on ``val_windows`` fixed windows of those (the lowest validation loss
-    selects the exported weights), a log line every ``log_every`` steps. NaN handling:
+    other trajectories, on ``val_windows`` fixed windows of those and, as
+    :class:`nowcast.jump_error.JumpScore`, on the jumps the optimizer wrapper would make along
+    them; ``select`` names the one whose lowest value selects the exported weights
+    (``val_loss`` or ``val_jump``); a log line every ``log_every`` steps. NaN handling:
     ``max_bad_steps`` consecutive skipped batches trigger a rollback with the learning rate
     multiplied by ``lr_backoff``.
 
@@ -111,6 +115,7 @@ class MetaTrainConfig:
     eval_every: int = 500
     eval_windows: int = 32
     val_windows: int = 64
+    select: str = "val_loss"
     log_every: int = 50
     max_bad_steps: int = 3
     lr_backoff: float = 0.5
@@ -124,6 +129,8 @@ class MetaTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"MetaTrainConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.select not in SELECTION_METRICS:
+            raise ValueError(f"MetaTrainConfig.select must be one of {', '.join(SELECTION_METRICS)}, got {self.select!r}")
         if self.horizon_weighting not in HORIZON_WEIGHTINGS:
             raise ValueError(f"MetaTrainConfig.horizon_weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}, got {self.horizon_weighting!r}")
         if not (self.lr > 0 and self.clip > 0 and 0 < self.lr_backoff < 1 and 0 <= self.min_lr_ratio <= 1 and self.wd >= 0):
@@ -330,6 +337,12 @@ def metatrain(
             raise ValueError("the validation set has no windows: collect longer validation trajectories")
         n_val = min(config.val_windows, len(val_dataset))
         val_ids = torch.randperm(len(val_dataset), generator=torch.Generator().manual_seed(config.seed + 2))[:n_val].tolist()
+    jump_score = JumpScore(val_dataset) if val_ids else None
+    if config.select == "val_jump" and (jump_score is None or not jump_score.pairs):
+        raise ValueError(
+            "select='val_jump' needs validation trajectories long enough for a jump's target to be recorded "
+            "(see nowcast.jump_error); use select='val_loss' or longer validation runs"
+        )
     n_val_windows = len(val_dataset) if val_dataset is not None else 0
 
     state: dict[str, Any] = {
@@ -340,7 +353,7 @@ def metatrain(
         "rollbacks": 0,
         "wall_s": 0.0,
         "history": {"step": [], "loss": [], "lr": [], "grad_norm": []},
-        "evals": {"step": [], "loss": [], **({"val_loss": []} if val_ids else {})},
+        "evals": {"step": [], "loss": [], **({"val_loss": [], "val_jump": []} if val_ids else {})},
         "baselines": {},
         "best": None,
     }
@@ -406,13 +419,20 @@ def metatrain(
         if not val_ids:
             log.info("meta-training step %d: eval loss %.4f", done, evals["loss"][-1])
             return
-        val = mean_loss(val_dataset, val_ids)
-        evals["val_loss"].append(val)
-        if state["best"] is None or val < state["best"]["val_loss"]:
-            state["best"] = {"step": done, "val_loss": val}
+        evals["val_loss"].append(mean_loss(val_dataset, val_ids))
+        was = model.training
+        model.eval()
+        evals["val_jump"].append(jump_score(model) if jump_score.pairs else None)
+        model.train(was)
+        now = {name: evals[name][-1] for name in SELECTION_METRICS}
+        if state["best"] is None or now[config.select] < state["best"][config.select]:
+            state["best"] = {"step": done, **now}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        log.info("meta-training step %d: eval loss %.4f, validation loss %.4f (best %.4f at step %d)",
-                 done, evals["loss"][-1], val, state["best"]["val_loss"], state["best"]["step"])
+        log.info(
+            "meta-training step %d: eval loss %.4f, validation loss %.4f, validation jump error %s (best %s %.4f at step %d)",
+            done, evals["loss"][-1], now["val_loss"], "-" if now["val_jump"] is None else f"{now['val_jump']:.4f}",
+            config.select, state["best"][config.select], state["best"]["step"],
+        )
 
     start = time.perf_counter()
     last_good: dict[str, Any] | None = None
@@ -583,6 +603,10 @@ def plot_training_curve(result: MetaTrainResult, path: str | os.PathLike) -> Pat
         ax.plot(result.evals["step"], result.evals["val_loss"], "s-", color="tab:orange", ms=3, label="loss on validation trajectories")
         if result.best is not None:
             ax.plot([result.best["step"]], [result.best["val_loss"]], "*", color="k", ms=10, label=f"selected (step {result.best['step']})")
+    if result.evals.get("val_jump"):
+        ax_jump = ax.twinx()
+        ax_jump.plot(result.evals["step"], result.evals["val_jump"], "^--", color="tab:brown", ms=3, lw=1)
+        ax_jump.set_ylabel("validation jump error (x no change)", color="tab:brown")
     colors = {"zero": "gray", "linefit": "tab:green"}
     for name, value in result.baselines.items():
         ax.axhline(value, ls=":" if name.startswith("val_") else "--", color=colors.get(name.removeprefix("val_"), "k"), lw=1, label=f"{name} predictor ({value:.3f})")
@@ -617,7 +641,7 @@ def export(
 
     out = Path(out_dir)
     if result.best is not None:
-        log.info("exporting the weights of step %d (lowest validation loss %.4f)", result.best["step"], result.best["val_loss"])
+        log.info("exporting the weights of step %d (lowest %s: %.4f)", result.best["step"], result.config.select, result.best[result.config.select])
     save(result.selected_model(), out)
     plot_training_curve(result, out / "training_curve.png")
     write_model_card(out / "MODEL_CARD.md", result, recipe=recipe, timings=timings, curve="training_curve.png")

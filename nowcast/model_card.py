@@ -130,13 +130,16 @@ def write_model_card(
         f"{_fmt(result.baselines.get('linefit'))}.",
     ]
     if result.evals.get("val_loss"):
-        val = result.evals["val_loss"]
+        val, jump = result.evals["val_loss"], result.evals.get("val_jump") or [None]
         best = result.best or {}
         lines += [
             f"- loss on {min(cfg.val_windows, sum(r['windows'] for r in result.val_dataset))} fixed windows of the validation "
-            f"trajectories: first {_fmt(val[0])}, last {_fmt(val[-1])}, lowest {_fmt(best.get('val_loss'))} at step "
-            f"{best.get('step')} (**the shipped weights**); no change scores {_fmt(result.baselines.get('val_zero'))}, "
-            f"Linefit {_fmt(result.baselines.get('val_linefit'))}.",
+            f"trajectories: first {_fmt(val[0])}, last {_fmt(val[-1])}, at the selected step {_fmt(best.get('val_loss'))}; "
+            f"no change scores {_fmt(result.baselines.get('val_zero'))}, Linefit {_fmt(result.baselines.get('val_linefit'))};",
+            f"- jump error along the validation trajectories (the predictions the optimizer wrapper would ask for, as a "
+            f"fraction of the no-change error; `nowcast.jump_error`): first {_fmt(jump[0])}, last {_fmt(jump[-1])}, "
+            f"at the selected step {_fmt(best.get('val_jump'))};",
+            f"- selection: the lowest `{cfg.select}`, at step {best.get('step')} (**the shipped weights**).",
         ]
     timings = dict(timings or {})
     timings.setdefault("meta-training", result.wall_s)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nowcast.collect import RunSpec, collect_run
-from nowcast.jump_error import jump_errors, jump_windows
+from nowcast.jump_error import JumpScore, jump_errors, jump_windows
 from nowcast.metadataset import MetaDataset
 from nowcast.optim import horizon_schedule
 from nowcast.tasks import get_task
@@ -63,10 +63,18 @@ def test_errors_of_a_perfect_and_a_no_change_predictor(runs, monkeypatch):
         jump_errors({"zero": perfect}, dataset)
 
 
-def test_runs_of_different_lengths_are_refused(runs):
+def test_runs_of_different_lengths_are_tabled_apart_but_scored_together(runs):
     dataset = MetaDataset(runs, seq_len=SEQ_LEN)
     with pytest.raises(ValueError, match="one task's runs at a time"):
-        jump_windows(dataset)
+        jump_errors({"still": lambda data, ks: torch.zeros(1)}, dataset)
+    pairs = jump_windows(dataset)  # each trajectory on its own schedule
+    by_traj = {}
+    for index, j, k in pairs:
+        by_traj.setdefault(dataset.trajectories[dataset.windows[index].traj].run_id, []).append((j, k))
+    assert by_traj["digits_s0_lr1_n400_e20"] == [(0, 8), (1, 5), (2, 3)]
+    assert "digits_s2_lr1_n200_e20" not in by_traj  # 200 steps: no jump target recorded
+    score = JumpScore(dataset)
+    assert score.pairs == pairs
 
 
 def test_benchmark_script_prints_the_table(runs, tmp_path, capsys):

@@ -162,7 +162,7 @@ def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "stage 1/3" in out and "wrote" in out
-    assert "(+ 1 for validation)" in out and "validation loss lowest" in out
+    assert "(+ 1 for validation)" in out and "lowest val_loss" in out
     assert "Validation (not trained on" in (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
     for name in ("config.json", "model.safetensors", "MODEL_CARD.md", "training_curve.png"):
         assert (tmp_path / "ckpt" / name).is_file()
@@ -201,6 +201,14 @@ def val_dataset(tmp_path_factory, dataset):
     return MetaDataset(root, seq_len=SEQ_LEN, graphs=dataset.graphs)
 
 
+@pytest.fixture(scope="module")
+def val_long(tmp_path_factory, dataset):
+    """A validation run long enough for three of the wrapper's jumps to be measured."""
+    root = tmp_path_factory.mktemp("validation_long")
+    collect_run(RunSpec("digits", 3, 1.0, 400, every=20), root, data=get_task("digits").load_data(None))
+    return MetaDataset(root, seq_len=SEQ_LEN, graphs=dataset.graphs)
+
+
 def test_target_weighting_keeps_the_share_of_far_horizons(dataset):
     four = MetaDataset(dataset.trajectories, seq_len=4, graphs=dataset.graphs)
     full = four[0]  # every horizon inside the trajectory
@@ -228,7 +236,7 @@ def test_validation_selects_the_weights_with_the_lowest_validation_loss(dataset,
     val = result.evals["val_loss"]
     assert result.evals["step"] == [0, 4, 8, 12, 16, 20, 24] and len(val) == len(result.evals["loss"])
     best = min(range(len(val)), key=val.__getitem__)
-    assert result.best == {"step": result.evals["step"][best], "val_loss": val[best]}
+    assert result.best == {"step": result.evals["step"][best], "val_loss": val[best], "val_jump": result.evals["val_jump"][best]}
     # on these runs the unseen trajectory is fitted best early on: the selection is not the end point
     assert 0 < result.best["step"] < 24
     selected = result.selected_model()
@@ -243,11 +251,27 @@ def test_validation_selects_the_weights_with_the_lowest_validation_loss(dataset,
     loaded = nowcast.load(out).state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in selected.state_dict().items())
     card = (out / "MODEL_CARD.md").read_text()
-    assert "Validation (not trained on" in card and f"at step {result.best['step']} (**the shipped weights**)" in card
+    assert "Validation (not trained on" in card and f"the lowest `val_loss`, at step {result.best['step']} (**the shipped weights**)" in card
     assert "digits_s2_lr1_n160_e20" in card
 
 
-def test_resumed_training_with_validation_is_exact(dataset, val_dataset, tmp_path):
+def test_selection_by_jump_error(dataset, val_dataset, val_long, tmp_path):
+    from nowcast.jump_error import JumpScore
+
+    cfg = small(steps=16, lr=1e-2, eval_every=4, select="val_jump")
+    with pytest.raises(ValueError, match="val_jump"):  # the short run has no measurable jump
+        metatrain(dataset, tmp_path / "short", cfg, progress=False, val_dataset=val_dataset)
+    result = metatrain(dataset, tmp_path / "long", cfg, progress=False, val_dataset=val_long)
+    jumps = result.evals["val_jump"]
+    assert all(math.isfinite(v) for v in jumps)
+    assert jumps[0] == pytest.approx(1.0, abs=0.05)  # a fresh model predicts about no change
+    best = min(range(len(jumps)), key=jumps.__getitem__)
+    assert result.best["step"] == result.evals["step"][best]
+    assert JumpScore(val_long)(result.selected_model()) == pytest.approx(jumps[best], rel=1e-5)
+
+
+def test_resumed_training_with_validation_is_exact(dataset, val_long, tmp_path):
+    val_dataset = val_long
     cfg = small(eval_every=4, val_windows=3)
     whole = metatrain(dataset, tmp_path / "whole", cfg, progress=False, val_dataset=val_dataset)
 
