@@ -335,5 +335,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="append steps-to-target results (nowcast compare JSON) to a checkpoint's MODEL_CARD.md",
     )
     card.add_argument("card", help="MODEL_CARD.md or the checkpoint folder holding it")
-    card.add_argument("--append", nargs="+", required=True, help="JSON files written by `nowcast compare` (OUT/TASK.json)")
+    card.add_argument("--append", nargs="+", action="extend", required=True, help="JSON files written by `nowcast compare` (OUT/TASK.json)")
     card.set_defaults(run=_model_card)

@@ -78,7 +78,7 @@ class JumpErrors:
     def table(self) -> str:
         """The errors per jump, the mean, and the first jump's gain over no change."""
         names = list(self.errors)
-        width = max(10, *(len(n) for n in names))
+        width = max(len("(trajectories)"), *(len(n) for n in names))
         head = f"{'predictor':<{width}} " + " ".join(f"k={k:<5}" for k in self.horizons) + "    mean  first-jump gain  mean gain"
         lines = [head, f"{'(trajectories)':<{width}} " + " ".join(f"{c:<7}" for c in self.counts)]
         for n in names:

@@ -152,6 +152,11 @@ def test_export_load_and_model_card(dataset, tmp_path):
     card = (out / "MODEL_CARD.md").read_text()
     assert EVAL_PLACEHOLDER not in card
     assert card.count("### digits: steps to accuracy >= 0.9") == 2
+    # the command line takes several files, after one --append or several
+    from nowcast.cli import main
+
+    assert main(["model-card", str(out), "--append", str(path), str(path), "--append", str(path)]) == 0
+    assert (out / "MODEL_CARD.md").read_text().count("### digits: steps to accuracy >= 0.9") == 5
     assert "| adam | 50 60 | 55 |" in card and "| nino | 30 - | - | - |" in card
 
 
