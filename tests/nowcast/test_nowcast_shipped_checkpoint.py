@@ -61,6 +61,8 @@ def test_model_card_reports_the_held_out_evaluation():
     for task in ("digits", "fm32", "wikitext2-3-64"):
         assert f"### {task}: steps to" in card, f"the card has no {task} evaluation"
     assert "nino@nino-cpu" in card and "nino@nino_no_posw" in card
+    # the weights were selected on validation runs, which the card lists apart from the training runs
+    assert "Validation (not trained on" in card and "(**the shipped weights**)" in card
 
 
 @pytest.mark.parametrize("name", ["digits", "fm32", "wikitext2-3-64"])
