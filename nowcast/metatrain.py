@@ -300,8 +300,10 @@ def metatrain(
             backward pass (fault injection for tests; ``step`` = completed steps).
         step_callback: ``step_callback(step, model)`` after every step (tests use it to interrupt).
         val_dataset: windows of trajectories not trained on; at every evaluation the loss on
-            ``config.val_windows`` fixed windows of it is recorded, and the weights with the
-            lowest one are kept in the checkpoint (:meth:`MetaTrainResult.selected_model`).
+            ``config.val_windows`` fixed windows of it (``val_loss``) and the jump error along
+            its trajectories (``val_jump``, :class:`nowcast.jump_error.JumpScore`) are recorded,
+            and the weights with the lowest ``config.select`` are kept in the checkpoint
+            (:meth:`MetaTrainResult.selected_model`).
     """
     config = config or MetaTrainConfig()
     work = Path(work_dir)
