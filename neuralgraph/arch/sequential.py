@@ -337,7 +337,7 @@ def sample_model(rng: random.Random) -> nn.Module:
             width = out
         layers += [pool(1), nn.Flatten()]
         if rng.random() < 0.4:
-            hidden = rng.randint(1, 6)
+            hidden = rng.randint(2, 6)  # as above: one saturating unit (e.g. Tanh) can make the model nearly constant
             layers += [nn.Linear(width, hidden), _activation(rng)]
             width = hidden
         layers.append(nn.Linear(width, rng.randint(1, 5), bias=rng.random() < 0.8))

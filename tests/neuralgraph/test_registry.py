@@ -48,6 +48,15 @@ def test_verifier_passes(converter, seed):
         assert all(c.isomorphic is False for c in report.checks if c.kind == "bad")
 
 
+def test_sequential_example_has_no_saturating_one_unit_head():
+    # hypothesis once drew seed 2984172: a convnet whose head was Linear(6, 1) -> Tanh -> Linear(1, 3);
+    # the saturated Tanh made the model nearly constant and bad permutations undetectable (~1e-13)
+    model = ng.get_converter("sequential").example(random.Random(2984172))
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert all(m.out_features >= 2 for m in heads[:-1])
+    assert ng.verify(model, arch="sequential", trials=3, seed=172)
+
+
 def test_convert_picks_by_class_and_by_arch():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     assert ng.convert(model).arch == "sequential"
