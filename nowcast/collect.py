@@ -636,7 +636,7 @@ def collect(
 
 
 def _collect_parallel(todo: list[RunSpec], out: Path, workers: int, threads: int, data_dir: Any, bar: Any) -> None:
-    """Run ``todo`` in at most ``workers`` child processes (``python -m nowcast.collect``), one
+    """Run ``todo`` in at most ``workers`` child processes (``python -m nowcast.collect_worker``), one
     thread each; progress is read from the runs' ``meta.json`` (one update per snapshot).
     A failed run lets the running ones finish, starts no new one, then raises."""
     import subprocess
@@ -666,7 +666,7 @@ def _collect_parallel(todo: list[RunSpec], out: Path, workers: int, threads: int
                 spec = queue.pop(0)
                 run_dir = out / spec.run_id
                 run_dir.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable, "-m", "nowcast.collect", "--run", json.dumps(spec.to_dict()), "--out", str(out), "--threads", str(threads)]
+                cmd = [sys.executable, "-m", "nowcast.collect_worker", "--run", json.dumps(spec.to_dict()), "--out", str(out), "--threads", str(threads)]
                 if data_dir is not None:
                     cmd += ["--data-dir", str(data_dir)]
                 log_file = open(run_dir / "worker.log", "a")
@@ -714,10 +714,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def _worker_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m nowcast.collect --run JSON --out DIR``: collect one run (the parallel workers)."""
+    """``python -m nowcast.collect_worker --run JSON --out DIR``: collect one run (the parallel workers)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m nowcast.collect", description="collect one run (used by collect(workers=N))")
+    parser = argparse.ArgumentParser(prog="python -m nowcast.collect_worker", description="collect one run (used by collect(workers=N))")
     parser.add_argument("--run", required=True, help="RunSpec as JSON")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=1)
@@ -728,8 +728,3 @@ def _worker_main(argv: Sequence[str] | None = None) -> int:
     collect_run(RunSpec.from_dict(json.loads(args.run)), args.out, data_dir=args.data_dir)
     return 0
 
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_worker_main())
