@@ -9,9 +9,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+# "default" (what `python -m pytest -q` and CI run) draws the same examples on every run: random
+# small models occasionally come out numerically degenerate (a saturated one-unit head, token
+# representations that collapse after a few tiny attention layers), and a verifier check then
+# fails on that draw alone; a gate must not fail by chance. "explore" draws new examples each
+# run, "thorough" many more; run them when changing converters or the verifier.
 settings.register_profile(
-    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
+settings.register_profile("explore", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
