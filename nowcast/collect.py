@@ -125,8 +125,9 @@ class Recipe:
         description: one line for people (and the model card).
         runs: the trajectories to collect and meta-train on.
         metatrain: overrides of :class:`nowcast.metatrain.MetaTrainConfig` fields.
-        val_runs: trajectories collected too but never trained on: meta-training measures its
-            loss on their windows and ships the weights where that loss was lowest.
+        val_runs: trajectories collected too but never trained on: meta-training evaluates on
+            them and ships the weights where the metric named by ``metatrain["select"]`` was
+            lowest (:class:`nowcast.metatrain.MetaTrainConfig`).
         workers: collection processes run in parallel by default (one thread each).
     """
 
@@ -711,20 +712,3 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:
         pass
-
-
-def _worker_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m nowcast.collect_worker --run JSON --out DIR``: collect one run (the parallel workers)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m nowcast.collect_worker", description="collect one run (used by collect(workers=N))")
-    parser.add_argument("--run", required=True, help="RunSpec as JSON")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    collect_run(RunSpec.from_dict(json.loads(args.run)), args.out, data_dir=args.data_dir)
-    return 0
-

@@ -7,9 +7,30 @@ running an already imported module as ``__main__`` makes Python warn and execute
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import sys
+from collections.abc import Sequence
 
-from .collect import _worker_main
+import torch
+
+from .collect import RunSpec, collect_run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Collect the one run given as JSON (what :func:`nowcast.collect.collect` passes)."""
+    parser = argparse.ArgumentParser(prog="python -m nowcast.collect_worker", description="collect one run (used by collect(workers=N))")
+    parser.add_argument("--run", required=True, help="RunSpec as JSON")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    collect_run(RunSpec.from_dict(json.loads(args.run)), args.out, data_dir=args.data_dir)
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(_worker_main())
+    sys.exit(main())

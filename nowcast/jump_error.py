@@ -136,7 +136,10 @@ class JumpScore:
         self.dataset = dataset
         self.pairs = jump_windows(dataset)  # may be empty: the score is then NaN
         self.trajs = [dataset.windows[i].traj for i, _, _ in self.pairs]
-        self.zero = [_error(dataset[i], dataset[i].last.unsqueeze(-1), k) for i, _, k in self.pairs]
+        self.zero = []
+        for i, _, k in self.pairs:
+            item = dataset[i]  # built once: scaling and edge features are the costly part
+            self.zero.append(_error(item, item.last.unsqueeze(-1), k))
 
     @torch.no_grad()
     def __call__(self, model: Predictor) -> float:

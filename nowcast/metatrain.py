@@ -404,28 +404,25 @@ def metatrain(
         _write_history(work, config, {**state, "wall_s": blob["wall_s"]}, dataset, val_dataset)
 
     def mean_loss(data: MetaDataset, ids: list[int]) -> float:
-        was = model.training
-        model.eval()
-        total = 0.0
         with torch.no_grad():
-            for i in ids:
-                total += float(window_loss(model, data[i]))
-        model.train(was)
-        return total / max(1, len(ids))
+            return sum(float(window_loss(model, data[i])) for i in ids) / max(1, len(ids))
 
     def evaluate(done: int) -> None:
         nonlocal best_state
+        was = model.training
+        model.eval()
+        measured = {"loss": mean_loss(dataset, eval_ids) if eval_ids else math.nan}
+        if val_ids:
+            measured["val_loss"] = mean_loss(val_dataset, val_ids)
+            measured["val_jump"] = jump_score(model) if jump_score.pairs else None
+        model.train(was)
         evals = state["evals"]
         evals["step"].append(done)
-        evals["loss"].append(mean_loss(dataset, eval_ids) if eval_ids else math.nan)
+        for name, value in measured.items():
+            evals[name].append(value)
         if not val_ids:
             log.info("meta-training step %d: eval loss %.4f", done, evals["loss"][-1])
             return
-        evals["val_loss"].append(mean_loss(val_dataset, val_ids))
-        was = model.training
-        model.eval()
-        evals["val_jump"].append(jump_score(model) if jump_score.pairs else None)
-        model.train(was)
         now = {name: evals[name][-1] for name in SELECTION_METRICS}
         if state["best"] is None or now[config.select] < state["best"][config.select]:
             state["best"] = {"step": done, **now}
