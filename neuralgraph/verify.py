@@ -18,6 +18,13 @@
   ``change_tol`` (1e-11 relative) and more than 10 times the largest change a good permutation
   caused (the model's own round-off) — *and* the graph's fingerprint must change (so the graphs
   are not isomorphic).
+* **inert blocks** — when a bad permutation leaves the outputs where they were but changes the
+  graph, the verifier asks whether the block it left out matters at all for these parameters and
+  inputs (a saturated activation, collapsed token representations, a zero input): it replaces
+  that block's values by noise as large as the values themselves. If the outputs move by less
+  than ``INERT_FACTOR`` (1000) times the threshold, the permutation cannot be tested at this draw;
+  it is reported as ``inert`` instead of failing (when *every* bad permutation is inert, the
+  report fails: nothing was tested).
 
 The report is truthy exactly when every check passed.
 """
@@ -45,12 +52,17 @@ __all__ = ["verify", "VerificationReport", "Check", "model_outputs"]
 
 log = logging.getLogger(__name__)
 
+INERT_FACTOR = 1000.0
+"""A block counts as inert when replacing its values by noise as large as themselves moves the
+outputs by at most this many times the bad-permutation threshold: a permutation of it, which
+changes it no more than that noise, cannot be expected to clear the threshold."""
+
 
 @dataclass
 class Check:
     """One verifier check."""
 
-    kind: str  # "round-trip" | "good" | "bad"
+    kind: str  # "round-trip" | "good" | "bad" | "inert" (a bad permutation of a block without effect)
     description: str
     groups: tuple[str, ...]
     passed: bool
@@ -80,6 +92,11 @@ class VerificationReport:
     @property
     def bad_trials(self) -> int:
         return len(self._of("bad"))
+
+    @property
+    def inert_trials(self) -> int:
+        """Bad permutations that could not be tested: the block they break has no effect here."""
+        return len(self._of("inert"))
 
     @property
     def good_passed(self) -> int:
@@ -116,6 +133,7 @@ class VerificationReport:
             f"round trip {'exact' if all(c.passed for c in self._of('round-trip')) else 'NOT exact'}"
         ]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  inert: {c.description} {c.detail}".rstrip() for c in self._of("inert")]
         for c in self.failures:
             iso = "" if c.isomorphic is None else f", graph {'isomorphic' if c.isomorphic else 'changed'}"
             lines.append(
@@ -280,6 +298,28 @@ def verify(
         same = wl_fingerprint(graph.edge_index, graph.edge_type, new_feats, graph.num_nodes, graph.pos_w) == fingerprint
         return deviation, same
 
+    noise = torch.Generator().manual_seed(seed + 1)  # its own stream: the draws above stay as they were
+
+    def sensitivity(side) -> float:
+        """Relative output change when the block (or stacked tensor) ``side`` leaves out is
+        replaced by noise of its own magnitude: ~0 means the block has no effect here."""
+        block = graph.block(side[0])
+        values = block.view.read(theta)
+        perturbed = values + torch.randn(values.shape, generator=noise, dtype=values.dtype) * (float(values.abs().max()) + 1.0)
+        if side[1] == "slot":
+            start = sum(part.shape[-1] for part in block.view.parts[: side[2]])
+            width = block.view.parts[side[2]].shape[-1]
+            keep = torch.ones(values.shape[-1], dtype=torch.bool)
+            keep[start : start + width] = False
+            perturbed[..., keep] = values[..., keep]
+        vector = theta.clone()
+        block.view.write(vector, perturbed)
+        load_params(moved, vector)
+        with torch.no_grad():
+            for name, buf in moved.named_buffers():
+                buf.copy_(original_buffers[name])
+        return float((model_outputs(moved, x) - reference).abs().max()) / scale
+
     sizes = {g.name: g.size for g in graph.groups}
     symmetries = [s for s in graph.symmetries if s.movable(sizes)]
     if not symmetries:
@@ -359,7 +399,25 @@ def verify(
             ok = deviation > threshold and not same
             if ok:
                 break
+        if not ok and kind == "inconsistent" and same is False and not math.isnan(deviation):
+            effect = sensitivity(side)
+            if effect <= INERT_FACTOR * threshold:
+                part = f"tensor {side[2]} of block '{side[0]}'" if side[1] == "slot" else f"block '{side[0]}'"
+                detail = (
+                    f"({part} has almost no effect on the outputs for these parameters and inputs: replacing it by noise "
+                    f"moved them by {effect:.1e}, the permutation by {deviation:.1e}; the graph changed as it should)"
+                )
+                report.checks.append(Check("inert", what, tuple(sym.groups), True, deviation, same, detail))
+                continue
         report.checks.append(Check("bad", what, tuple(sym.groups), ok, deviation, same, detail))
+    if candidates and not report.bad_trials:
+        report.checks.append(
+            Check(
+                "bad", "break a declared symmetry", tuple(g for s in symmetries for g in s.groups), False,
+                detail="(every block a bad permutation broke has no effect on the outputs at this draw: nothing was tested; "
+                "try other inputs= or another seed=)",
+            )
+        )
     if not report:
         log.warning("verification of %s failed:\n%s", graph.arch, report)
     return report

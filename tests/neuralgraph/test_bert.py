@@ -84,6 +84,18 @@ def test_verifier_passes_on_random_configs(seed):
         assert "qk across heads" in bad_kinds(report)
 
 
+def test_collapsed_tokens_make_a_query_inert_not_a_failure():
+    # hypothesis once drew seed 5395212: width 3, three layers, and by the last layer every token
+    # carries the same representation, so its query no longer matters (permutations move the
+    # outputs by ~1e-12); the verifier reports those checks as inert and still passes
+    seed = 5395212
+    report = ng.verify(sample_bert(random.Random(seed)), arch="bert", trials=2, seed=seed % 997)
+    assert report, str(report)
+    inert = [c for c in report.checks if c.kind == "inert"]
+    assert inert and all("layer.2.attention.self.query" in c.detail for c in inert)
+    assert report.bad_detected == report.bad_trials > 0
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_class_declares_what_its_function_has(kind):
     model = tiny(kind)

@@ -69,3 +69,33 @@ def test_user_inputs_and_meta_models():
 def test_graph_for_another_model_is_refused():
     with pytest.raises(ng.ParameterMismatchError, match="other parameters"):
         ng.verify(mlp((3, 4, 2)), ng.convert(mlp((3, 5, 2))))
+
+
+def test_block_without_effect_is_reported_inert_not_failed():
+    # zero inputs: the first layer's weights multiply nothing, so leaving them out of a permutation
+    # cannot change the outputs; its bias and the next layer still expose every bad permutation
+    model = mlp((3, 6, 6, 2))
+    report = ng.verify(model, inputs=torch.zeros(5, 3), trials=4)
+    assert report, str(report)
+    inert = [c for c in report.checks if c.kind == "inert"]
+    assert inert and all("block '0.weight'" in c.detail for c in inert)
+    assert all(c.isomorphic is False for c in inert)  # the graph did change
+    assert report.bad_trials > 0 and report.bad_detected == report.bad_trials
+    assert "inert: permute" in str(report)
+    # with real inputs the same block is tested like any other
+    assert ng.verify(model, inputs=torch.randn(5, 3), trials=4).inert_trials == 0
+
+
+class _Ignores(nn.Sequential):
+    """Same parameters as an MLP, but the output does not depend on them."""
+
+    def forward(self, x):
+        return x[..., :2] * 2.0
+
+
+def test_a_model_ignoring_its_parameters_fails_verification():
+    model = _Ignores(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    report = ng.verify(model, ng.convert(mlp((3, 4, 2)), lpe=0), inputs=torch.randn(5, 3), trials=2)
+    assert not report
+    assert report.inert_trials > 0 and report.bad_trials == 1
+    assert "nothing was tested" in str(report)
