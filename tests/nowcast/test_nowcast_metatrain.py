@@ -181,6 +181,24 @@ def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     assert "another recipe" in capsys.readouterr().err
 
 
+def test_dry_run_plans_without_doing_anything(tmp_path, capsys):
+    from nowcast.cli import main
+    from nowcast.cli_metatrain import _plan
+    from nowcast.collect import Recipe
+
+    assert main(["build-checkpoint", "--recipe", "nino-cpu", "--out", str(tmp_path / "c"), "--work", str(tmp_path / "w"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "fm16" in out and "meta-training: " in out and "total: about" in out
+    assert not (tmp_path / "w").exists() and not (tmp_path / "c").exists()
+
+    def collection_minutes(every: int) -> float:
+        plan = _plan(Recipe("r", "one run", (RunSpec("fm16", 0, 1.0, 10_000, every),)), workers=1)
+        return float(plan.split("collection: ")[1].split(" core-min")[0])
+
+    # saving states every 40 steps validates 5 times as often as every 200 steps, and costs it
+    assert collection_minutes(40) > collection_minutes(200) + 3
+
+
 def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys):
     import dataclasses
     import json
