@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .paths import search_roots, shared_dirs
+
 __all__ = ["Method", "METHODS", "resolve_method", "default_checkpoint", "SHIPPED_CHECKPOINT"]
 
 METHODS = ("adam", "linefit", "linefit+", "wnn+", "nino")
@@ -26,7 +28,6 @@ METHODS = ("adam", "linefit", "linefit+", "wnn+", "nino")
 SHIPPED_CHECKPOINT = "nino-cpu"
 """Folder under ``checkpoints/`` holding the NiNo checkpoint trained with this project (if present)."""
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _OFFICIAL = {"nino": "nino_no_posw.pt", "wnn+": "nino_mlp.pt"}
 
 
@@ -48,8 +49,8 @@ class Method:
 def _candidates(kind: str) -> list[Path]:
     out: list[Path] = []
     if kind == "nino":
-        out += [base / "checkpoints" / SHIPPED_CHECKPOINT for base in (Path.cwd(), _PROJECT_ROOT)]
-    out += [base.parent / "shared" / "checkpoints" / "official" / _OFFICIAL[kind] for base in (Path.cwd(), _PROJECT_ROOT)]
+        out += [root / "checkpoints" / SHIPPED_CHECKPOINT for root in search_roots()]
+    out += shared_dirs("checkpoints", "official", _OFFICIAL[kind])
     return out
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import shared_dirs
+
 __all__ = [
     "DataNotFoundError",
     "data_search_path",
@@ -36,8 +38,6 @@ DATA_ENV = "NOWCAST_DATA"
 SYSTEM_DIRS = {"fashion-mnist": ("/usr/share/datasets/fashion-mnist",)}
 """Where Debian's dataset packages put their files."""
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
 
 class DataNotFoundError(FileNotFoundError):
     """A dataset's files are in none of the places searched; the message lists them and what to do."""
@@ -51,8 +51,7 @@ def data_search_path(name: str, data_dir: str | os.PathLike | None = None) -> li
         dirs += [Path(data_dir), Path(data_dir) / name]
     if os.environ.get(DATA_ENV):
         dirs.append(Path(os.environ[DATA_ENV]) / name)
-    for base in (Path.cwd(), _PROJECT_ROOT):
-        dirs.append(base.parent / "shared" / "data" / name)
+    dirs += shared_dirs("data", name)
     dirs += [Path(p) for p in SYSTEM_DIRS.get(name, ())]
     unique: list[Path] = []
     for d in dirs:
