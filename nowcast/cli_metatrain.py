@@ -94,16 +94,30 @@ def _check_recipe_file(work: Path, recipe: Any) -> None:
 
     A recipe whose runs are unchanged but whose meta-training settings changed keeps the collected
     trajectories: the file is updated (meta-training itself refuses to resume a checkpoint made
-    with other settings and asks for ``--restart``)."""
+    with other settings and asks for ``--restart``). So does a recipe of the same name that grew
+    (every run collected before is still one of its runs, for training or validation): only the
+    new runs are collected."""
     path = work / RECIPE_FILE
     wanted = json.loads(json.dumps(recipe.to_dict()))
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved == wanted:
             return
-        if saved.get("name") != wanted.get("name") or saved.get("runs") != wanted.get("runs"):
+
+        def run_keys(d: dict) -> set[str]:
+            return {json.dumps(r, sort_keys=True) for r in d.get("runs", []) + d.get("val_runs", [])}
+
+        same_runs = saved.get("runs") == wanted.get("runs") and saved.get("val_runs", []) == wanted.get("val_runs", [])
+        if saved.get("name") != wanted.get("name") or not run_keys(saved) <= run_keys(wanted):
             raise ValueError(f"{work} holds another recipe's runs ({saved.get('name')}, see {path}): choose another --work")
-        print(f"note: recipe {wanted.get('name')} changed outside its runs; the collected runs in {work} are kept and {path} is updated")
+        if same_runs:
+            print(f"note: recipe {wanted.get('name')} changed outside its runs; the collected runs in {work} are kept and {path} is updated")
+        else:
+            new = len(run_keys(wanted) - run_keys(saved))
+            print(
+                f"note: recipe {wanted.get('name')} has {new} run(s) more than when {work} was started; the collected runs are "
+                f"kept and {path} is updated (an unfinished meta-training of the old runs cannot continue: pass --restart)"
+            )
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(wanted, indent=1) + "\n")
 

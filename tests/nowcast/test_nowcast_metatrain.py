@@ -212,9 +212,14 @@ def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys)
     _check_recipe_file(tmp_path, changed)
     assert "collected runs" in capsys.readouterr().out
     assert json.loads((tmp_path / "recipe.json").read_text())["metatrain"]["steps"] == 7
-    other_runs = dataclasses.replace(recipe, runs=recipe.runs[:1])
-    with pytest.raises(ValueError, match="another recipe's runs"):
-        _check_recipe_file(tmp_path, other_runs)
+    # a recipe that grew keeps what was collected; one that lost or changed runs is another recipe
+    grown = dataclasses.replace(changed, runs=changed.runs + (RunSpec("digits", 109, 1.0, 200, every=20),))
+    _check_recipe_file(tmp_path, grown)
+    assert "1 run(s) more" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "recipe.json").read_text())["runs"]) == len(recipe.runs) + 1
+    for other in (dataclasses.replace(recipe, runs=recipe.runs[:1]), dataclasses.replace(grown, name="other")):
+        with pytest.raises(ValueError, match="another recipe's runs"):
+            _check_recipe_file(tmp_path, other)
 
 
 @pytest.fixture(scope="module")
