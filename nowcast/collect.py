@@ -160,12 +160,26 @@ class Recipe:
         }
 
 
-def _grid(task: str, seeds: Iterable[int], lr_mults: Sequence[float], steps: int | None) -> tuple[RunSpec, ...]:
+def _grid(task: str, seeds: Iterable[int], lr_mults: Sequence[float], steps: int | None, every: int = DEFAULT_EVERY) -> tuple[RunSpec, ...]:
     """One run per seed; learning-rate multipliers cycle over the seeds."""
-    return tuple(RunSpec(task, s, lr_mults[i % len(lr_mults)], steps) for i, s in enumerate(seeds))
+    return tuple(RunSpec(task, s, lr_mults[i % len(lr_mults)], steps, every) for i, s in enumerate(seeds))
 
 
 # Seeds start at 100 so that no collected trajectory equals a benchmark run (seeds 0, 1, 2, ...).
+_NINO_CPU_RUNS = (
+    _grid("fm16", range(100, 112), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
+    + _grid("shakespeare-3-24", range(100, 108), (1.0, 0.5, 1.5, 0.75), 5_000)
+    + _grid("shakespeare-2-32", range(100, 108), (1.0, 1.5, 0.5, 1.25), 5_000)
+)
+_NINO_CPU_VAL = (RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 108, 1.0, 5_000), RunSpec("shakespeare-2-32", 108, 1.0, 5_000))
+# The regime of the held-out digits task (Adam 1e-3 = FM/16's 6e-3 x 1/6, states every 40 steps), on FashionMNIST.
+_LOW_LR_FM16_RUNS = _grid("fm16", range(120, 128), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
+_LOW_LR_FM16_VAL = (RunSpec("fm16", 128, 0.1667, 2_000, every=40),)
+_NINO_CPU_METATRAIN = {
+    "hid": 64, "steps": 6_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 250,
+    "val_windows": 64, "select": "val_jump",
+}
+
 RECIPES: dict[str, Recipe] = {
     "nino-cpu": Recipe(
         name="nino-cpu",
@@ -175,16 +189,21 @@ RECIPES: dict[str, Recipe] = {
             "task for validation; NiNo hid 64 meta-trained for 6k steps of 4 windows, the weights with the lowest "
             "jump error on the validation runs shipped"
         ),
-        runs=(
-            _grid("fm16", range(100, 112), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
-            + _grid("shakespeare-3-24", range(100, 108), (1.0, 0.5, 1.5, 0.75), 5_000)
-            + _grid("shakespeare-2-32", range(100, 108), (1.0, 1.5, 0.5, 1.25), 5_000)
+        runs=_NINO_CPU_RUNS,
+        val_runs=_NINO_CPU_VAL,
+        metatrain=_NINO_CPU_METATRAIN,
+        workers=2,
+    ),
+    "nino-cpu-mixed": Recipe(
+        name="nino-cpu-mixed",
+        description=(
+            "nino-cpu plus 8 short FM/16 runs in a second regime (2k steps, learning rates x1/8 to x1/3, states every "
+            "40 steps) and one more validation run of that kind; same meta-training (an experiment: better on digits, "
+            "worse on FM/32, see docs/metatraining.md)"
         ),
-        val_runs=(RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 108, 1.0, 5_000), RunSpec("shakespeare-2-32", 108, 1.0, 5_000)),
-        metatrain={
-            "hid": 64, "steps": 6_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 250,
-            "val_windows": 64, "select": "val_jump",
-        },
+        runs=_NINO_CPU_RUNS + _LOW_LR_FM16_RUNS,
+        val_runs=_NINO_CPU_VAL + _LOW_LR_FM16_VAL,
+        metatrain=dict(_NINO_CPU_METATRAIN),
         workers=2,
     ),
     "tiny": Recipe(

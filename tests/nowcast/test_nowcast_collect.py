@@ -136,6 +136,17 @@ def test_specs_and_recipes():
         get_recipe("nope")
 
 
+def test_mixed_recipe_adds_the_low_learning_rate_regime_to_nino_cpu():
+    base, mixed = get_recipe("nino-cpu"), get_recipe("nino-cpu-mixed")
+    assert mixed.runs[: len(base.runs)] == base.runs and mixed.val_runs[: len(base.val_runs)] == base.val_runs
+    extra = mixed.all_runs[len(base.runs) : len(mixed.runs)] + mixed.val_runs[len(base.val_runs) :]
+    assert {(r.task, r.every, r.resolved_steps()) for r in extra} == {("fm16", 40, 2000)}
+    # the digits task's regime: Adam lr 1e-3 is FM/16's 6e-3 times ~1/6
+    assert min(r.lr_mult for r in extra) < 1 / 6 < max(r.lr_mult for r in extra) < 0.5
+    assert dict(mixed.metatrain) == dict(base.metatrain)
+    assert min(r.seed for r in mixed.all_runs) >= 100
+
+
 @pytest.mark.slow
 def test_parallel_collection_equals_sequential(tmp_path, digits):
     runs = [RunSpec("digits", 0, 1.0, 40, every=20), RunSpec("digits", 1, 0.5, 40, every=20)]
