@@ -204,6 +204,11 @@ class StackedView:
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    def columns(self, k: int) -> slice:
+        """Where part ``k`` lies on the stacked last axis."""
+        start = sum(p.shape[-1] for p in self.parts[:k])
+        return slice(start, start + self.parts[k].shape[-1])
+
     def read(self, flat: torch.Tensor) -> torch.Tensor:
         return torch.cat([p.of(flat) for p in self.parts], dim=-1)
 

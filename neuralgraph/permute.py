@@ -72,9 +72,8 @@ def permute_params(
             target[pd] = values
         for name, what, *slot in skip:
             if name == b.name and what == "slot":  # one stacked tensor left unpermuted
-                start = sum(part.shape[-1] for part in b.view.parts[: slot[0]])
-                width = b.view.parts[slot[0]].shape[-1]
-                target[..., start : start + width] = values[..., start : start + width]
+                cols = b.view.columns(slot[0])
+                target[..., cols] = values[..., cols]
         b.view.write(out, target)
     return out
 

@@ -287,13 +287,18 @@ def verify(
     moved = copy.deepcopy(work)  # reused: parameters and unit buffers are reset on every call
     original_buffers = {name: buf.clone() for name, buf in work.named_buffers()}
 
-    def outcome(perms, skip=()) -> tuple[float, bool]:
-        load_params(moved, permute_params(graph, theta, perms, skip=skip))
+    def deviation_with(vector: torch.Tensor, perms=None) -> float:
+        """Relative output change of the model with parameters ``vector`` (unit buffers moved by ``perms``)."""
+        load_params(moved, vector)
         with torch.no_grad():
             for name, buf in moved.named_buffers():
                 buf.copy_(original_buffers[name])
-        permute_buffers(graph, moved, perms)
-        deviation = float((model_outputs(moved, x) - reference).abs().max()) / scale
+        if perms:
+            permute_buffers(graph, moved, perms)
+        return float((model_outputs(moved, x) - reference).abs().max()) / scale
+
+    def outcome(perms, skip=()) -> tuple[float, bool]:
+        deviation = deviation_with(permute_params(graph, theta, perms, skip=skip), perms)
         new_feats = graph.edge_features(permute_params(graph, theta, perms, skip=skip))
         same = wl_fingerprint(graph.edge_index, graph.edge_type, new_feats, graph.num_nodes, graph.pos_w) == fingerprint
         return deviation, same
@@ -306,19 +311,13 @@ def verify(
         block = graph.block(side[0])
         values = block.view.read(theta)
         perturbed = values + torch.randn(values.shape, generator=noise, dtype=values.dtype) * (float(values.abs().max()) + 1.0)
-        if side[1] == "slot":
-            start = sum(part.shape[-1] for part in block.view.parts[: side[2]])
-            width = block.view.parts[side[2]].shape[-1]
+        if side[1] == "slot":  # only the one stacked tensor gets noise
             keep = torch.ones(values.shape[-1], dtype=torch.bool)
-            keep[start : start + width] = False
+            keep[block.view.columns(side[2])] = False
             perturbed[..., keep] = values[..., keep]
         vector = theta.clone()
         block.view.write(vector, perturbed)
-        load_params(moved, vector)
-        with torch.no_grad():
-            for name, buf in moved.named_buffers():
-                buf.copy_(original_buffers[name])
-        return float((model_outputs(moved, x) - reference).abs().max()) / scale
+        return deviation_with(vector)
 
     sizes = {g.name: g.size for g in graph.groups}
     symmetries = [s for s in graph.symmetries if s.movable(sizes)]
