@@ -52,6 +52,11 @@ class NiNoConfig:
         vocab_size: largest token id for ``wte_pos_enc`` (the table has ``vocab_size + 1`` rows).
         final_edge_update: also update edges after the last layer (the published models do not).
         mlp_layers: linear layers of the WNN+ MLP after the input projection.
+        lr_interval_input: condition on the training regime: ``log10`` of the base optimizer's
+            learning rate times the steps between two input states (``data.lr_interval``), fed
+            through a linear map into every initial edge and node state. Scaled states look alike
+            across regimes (Adam at 1e-3 with states every 40 steps, at 6e-3 every 200), while
+            their futures do not; this input tells them apart. Off in the published models.
     """
 
     ctx: int = 5
@@ -66,6 +71,7 @@ class NiNoConfig:
     vocab_size: int = 50257
     final_edge_update: bool = False
     mlp_layers: int = 4
+    lr_interval_input: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ctx", "hid", "layers", "max_feat_size", "seq_len", "mlp_layers"):
@@ -76,7 +82,7 @@ class NiNoConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise ValueError(f"NiNoConfig.{name} must be a non-negative integer, got {value!r}")
-        for name in ("gnn", "wte_pos_enc", "final_edge_update"):
+        for name in ("gnn", "wte_pos_enc", "final_edge_update", "lr_interval_input"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"NiNoConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.gnn and self.lpe == 0 and not self.wte_pos_enc:

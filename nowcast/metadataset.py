@@ -153,7 +153,7 @@ class WindowItem:
 
     Attributes:
         data: ``torch_geometric.data.Data`` as :func:`nowcast.predict` builds it (``edge_attr``
-            ``[E, F * ctx]``, ``edge_type``, ``edge_index``, ``pos``, ``pos_w``).
+            ``[E, F * ctx]``, ``edge_type``, ``edge_index``, ``pos``, ``pos_w``, ``lr_interval``).
         target: ``[E, F * seq_len]`` scaled changes, column ``f * seq_len + k - 1`` (0 where masked).
         horizon_mask: ``[seq_len]`` bool, True for horizons inside the trajectory.
         slot_mask: ``[E, F]`` bool, True for edge slots that carry a parameter.
@@ -259,6 +259,14 @@ class MetaDataset(torch.utils.data.Dataset):
     def graph_info(self, traj: int) -> GraphInfo:
         return self.graphs.get(self.trajectories[traj].meta)
 
+    def lr_interval(self, traj: int) -> float | None:
+        """Learning rate times the steps between two window states of trajectory ``traj`` (the
+        input of regime-conditioned models); None when its metadata lacks the learning rate."""
+        meta = self.trajectories[traj].meta
+        lr = (meta.get("optimizer") or {}).get("lr")
+        every = meta.get("every")
+        return None if lr is None or every is None else float(lr) * int(every) * self.spacing
+
     def window_states(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw states of window ``i``: inputs ``[P, ctx]``, futures ``[P, seq_len]`` (past the end:
         copies of the last input) and the horizon mask ``[seq_len]``."""
@@ -301,6 +309,7 @@ class MetaDataset(torch.utils.data.Dataset):
             pos_w=graph.pos_w,
             edge_attr=edge_attr,
             num_nodes=graph.num_nodes,
+            lr_interval=self.lr_interval(w.traj),
         )
         return WindowItem(data, target, horizon_mask, slot_mask, last, scales, graph, w)
 

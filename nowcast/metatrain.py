@@ -71,7 +71,8 @@ class MetaTrainConfig:
     """Model size and optimisation recipe of a meta-training run.
 
     Model (a :class:`nowcast.NiNoConfig` with ``gnn=True``, ``wte_pos_enc=False``): ``hid``,
-    ``layers``, ``lpe``, ``ctx``, ``seq_len``, ``max_feat_size``.
+    ``layers``, ``lpe``, ``ctx``, ``seq_len``, ``max_feat_size``, ``lr_interval_input`` (condition
+    on each trajectory's learning rate times the steps between its states).
 
     Optimisation: ``steps`` updates of ``batch`` windows each; AdamW with ``lr``, ``wd`` and
     betas ``(beta1, beta2)``; ``warmup`` steps of linear warm-up, then cosine decay to
@@ -100,6 +101,7 @@ class MetaTrainConfig:
     ctx: int = 5
     seq_len: int = 40
     max_feat_size: int = 9
+    lr_interval_input: bool = False
     steps: int = 8000
     batch: int = 4
     lr: float = 3e-3
@@ -140,7 +142,7 @@ class MetaTrainConfig:
         """The architecture of the model being trained."""
         return NiNoConfig(
             ctx=self.ctx, hid=self.hid, layers=self.layers, gnn=True, max_feat_size=self.max_feat_size,
-            seq_len=self.seq_len, lpe=self.lpe, wte_pos_enc=False,
+            seq_len=self.seq_len, lpe=self.lpe, wte_pos_enc=False, lr_interval_input=self.lr_interval_input,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ missing slots); the model's parameters are never modified by a forward pass.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +70,9 @@ class NiNoModel(nn.Module):
       state first), ``F <= config.max_feat_size`` for the GNN variant;
     - ``edge_type``: ``[E]`` int64 edge types;
     - GNN only: ``edge_index`` ``[2, E]`` (row 0 source, row 1 target), ``pos`` ``[N, <= lpe]``
-      when ``config.lpe > 0``, ``pos_w`` ``[N]`` int64 when ``config.wte_pos_enc``.
+      when ``config.lpe > 0``, ``pos_w`` ``[N]`` int64 when ``config.wte_pos_enc``;
+    - when ``config.lr_interval_input``: ``lr_interval``, a positive number (the base learning
+      rate times the steps between two input states).
 
     For inference wrap calls in ``torch.no_grad()``: edge states are then updated in place.
     """
@@ -82,6 +85,10 @@ class NiNoModel(nn.Module):
         cfg = self.config
         if cfg.edge_types > 0:
             self.layer_embed = nn.Embedding(cfg.edge_types, cfg.hid)
+        if cfg.lr_interval_input:
+            self.lr_interval_edge = nn.Linear(1, cfg.hid)
+            if cfg.gnn:
+                self.lr_interval_node = nn.Linear(1, cfg.hid)
         if cfg.gnn:
             self.edge_proj = FeedForward(cfg.max_feat_size * cfg.ctx, cfg.hid, cfg.hid, n_layers=1)
             if cfg.wte_pos_enc:
@@ -149,7 +156,7 @@ class NiNoModel(nn.Module):
             edges = self._gnn_edges(data, states, edge_type, chunk, need_nodes=False).edges
             delta = self._gnn_head(edges, states.shape[1], horizons, chunk)
         else:
-            delta = self._mlp_predict(states, edge_type, horizons, chunk)
+            delta = self._mlp_predict(states, edge_type, self._edge_bias(data), horizons, chunk)
         out = delta + states[:, :, -1:]
         return out[:, :, 0] if single else out
 
@@ -159,7 +166,7 @@ class NiNoModel(nn.Module):
         states, edge_type = self._edge_inputs(data)
         if self.config.gnn:
             return self._gnn_edges(data, states, edge_type, chunk, need_nodes=True)
-        return NiNoEmbedding(None, self._mlp_input(states, edge_type))
+        return NiNoEmbedding(None, self._mlp_input(states, edge_type, self._edge_bias(data)))
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``; see :func:`nowcast.load`."""
@@ -195,6 +202,26 @@ class NiNoModel(nn.Module):
         if not values:
             raise ValueError("at least one horizon k is required")
         return torch.tensor(values, dtype=torch.long, device=self._device) - 1, single
+
+    def _lr_interval_feature(self, data: Any) -> torch.Tensor | None:
+        """``[1]``: ``log10(data.lr_interval)``, or None for a model without that input."""
+        if not self.config.lr_interval_input:
+            return None
+        value = getattr(data, "lr_interval", None)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(
+                "this model is conditioned on the training regime: data.lr_interval must be the base "
+                f"optimizer's learning rate times the steps between two input states (a positive number), got {value!r}"
+            )
+        return torch.tensor([math.log10(value)], dtype=self._dtype, device=self._device)
+
+    def _edge_bias(self, data: Any) -> torch.Tensor:
+        """Bias of the initial edge states: ``edge_proj``'s, plus the regime term when conditioned."""
+        bias = self.edge_proj.fc[0].bias
+        feature = self._lr_interval_feature(data)
+        return bias if feature is None else bias + self.lr_interval_edge(feature)
 
     def _edge_inputs(self, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``edge_attr`` as ``[E, F, ctx]`` in the model's dtype, and ``edge_type`` ``[E]``."""
@@ -243,6 +270,9 @@ class NiNoModel(nn.Module):
             lpe = F.linear(pos.to(self._device, self._dtype), proj.weight[:, : pos.shape[1]], proj.bias)
             x = lpe if x is None else x + lpe
         assert x is not None  # guaranteed by NiNoConfig validation
+        feature = self._lr_interval_feature(data)
+        if feature is not None:
+            x = x + self.lr_interval_node(feature)
         return x
 
     # ------------------------------------------------------------------ GNN variant
@@ -263,12 +293,12 @@ class NiNoModel(nn.Module):
         edge_index = edge_index.to(self._device, torch.long)
         if n_edges and int(edge_index.max()) >= x.shape[0]:
             raise ValueError(f"edge_index refers to node {int(edge_index.max())} but the graph has {x.shape[0]} nodes")
-        proj = self.edge_proj.fc[0]
-        weight = proj.weight[:, : n_slots * ctx]  # same as zero-padding the missing slots
+        weight = self.edge_proj.fc[0].weight[:, : n_slots * ctx]  # same as zero-padding the missing slots
+        bias = self._edge_bias(data)
         flat = states.reshape(n_edges, n_slots * ctx)
         edges = flat.new_empty(n_edges, self.config.hid)
         for start, stop in chunk_ranges(n_edges, chunk):
-            e = F.linear(flat[start:stop], weight, proj.bias)
+            e = F.linear(flat[start:stop], weight, bias)
             if edge_type is not None:
                 e = e + self.layer_embed(edge_type[start:stop])
             edges[start:stop] = e
@@ -292,9 +322,10 @@ class NiNoModel(nn.Module):
             return True
         return n_edges * self.config.hid * element > self.max_edge_state_bytes
 
-    def _initial_edges(self, flat: torch.Tensor, edge_type: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
-        proj = self.edge_proj.fc[0]
-        e = F.linear(flat[start:stop], proj.weight[:, : flat.shape[1]], proj.bias)
+    def _initial_edges(
+        self, flat: torch.Tensor, edge_type: torch.Tensor | None, bias: torch.Tensor, start: int, stop: int
+    ) -> torch.Tensor:
+        e = F.linear(flat[start:stop], self.edge_proj.fc[0].weight[:, : flat.shape[1]], bias)
         if edge_type is not None:
             e = e + self.layer_embed(edge_type[start:stop])
         return e
@@ -314,11 +345,12 @@ class NiNoModel(nn.Module):
         gnn = self.gnn
         updates = list(gnn.edge_update)
         x = self._node_features(data)
+        in_bias = self._edge_bias(data)
         count = torch.bincount(dst, minlength=x.shape[0]).clamp_(min=1).to(x.dtype).unsqueeze(1)
         update_terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (lin_s x, lin_t x) after each layer
 
         def edge_states(start: int, stop: int, depth: int) -> torch.Tensor:
-            e = self._initial_edges(flat, edge_type, start, stop)
+            e = self._initial_edges(flat, edge_type, in_bias, start, stop)
             for u in range(depth):
                 s_term, t_term = update_terms[u]
                 z = updates[u].lin_e(e) + s_term[src[start:stop]] + t_term[dst[start:stop]]
@@ -357,21 +389,26 @@ class NiNoModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------ WNN+ variant
-    def _mlp_input(self, states: torch.Tensor, edge_type: torch.Tensor | None) -> torch.Tensor:
+    def _mlp_input(self, states: torch.Tensor, edge_type: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
         """WNN+ embeddings ``[E, F, hid]``: own history projection plus edge-type embedding."""
-        hidden = self.edge_proj(states)
+        hidden = F.linear(states, self.edge_proj.fc[0].weight, bias)
         if edge_type is not None:
             hidden = hidden + self.layer_embed(edge_type).unsqueeze(1)
         return hidden
 
     def _mlp_predict(
-        self, states: torch.Tensor, edge_type: torch.Tensor | None, horizons: torch.Tensor, chunk: int | None
+        self,
+        states: torch.Tensor,
+        edge_type: torch.Tensor | None,
+        in_bias: torch.Tensor,
+        horizons: torch.Tensor,
+        chunk: int | None,
     ) -> torch.Tensor:
         last = self.edge_mlp.linears[-1]
         weight, bias = last.weight[horizons], last.bias[horizons]
         out = states.new_empty(states.shape[0], states.shape[1], horizons.numel())
         for start, stop in chunk_ranges(states.shape[0], chunk):
             types = None if edge_type is None else edge_type[start:stop]
-            hidden = self.edge_mlp.hidden(self._mlp_input(states[start:stop], types))
+            hidden = self.edge_mlp.hidden(self._mlp_input(states[start:stop], types, in_bias))
             out[start:stop] = F.linear(hidden, weight, bias)
         return out

@@ -89,6 +89,10 @@ class NiNo(Optimizer):
             estimates and step counts) after each jump.
         power: exponent ``p`` of the horizon schedule (2).
         state_device: where recorded states live (default: the device of the first parameter).
+        lr_interval: for predictors conditioned on the training regime (``uses_lr_interval``,
+            ``NiNoConfig.lr_interval_input``): the learning rate times the steps between two
+            states. None (default): the base optimizer's current learning rate (its first
+            parameter group, so schedulers are followed) times ``period // ctx``.
 
     The step that jumps writes the prediction only into parameters that ``base`` updates and that
     require grad; other parameters (frozen ones) are recorded and shown to the predictor, but keep
@@ -110,6 +114,7 @@ class NiNo(Optimizer):
         reset_base_state_after_jump: bool = False,
         power: float = 2.0,
         state_device: str | torch.device | None = None,
+        lr_interval: float | None = None,
     ) -> None:
         if not isinstance(base, Optimizer) or isinstance(base, NiNo):
             raise TypeError(f"base must be a torch.optim.Optimizer (not a NiNo wrapper), got {type(base).__name__}")
@@ -139,6 +144,10 @@ class NiNo(Optimizer):
         self.per_block = bool(per_block)
         self.reset_base_state_after_jump = bool(reset_base_state_after_jump)
         self.power = power
+        if lr_interval is not None and (isinstance(lr_interval, bool) or not 0 < float(lr_interval) < float("inf")):
+            raise ValueError(f"lr_interval must be a positive number (learning rate x steps between states), got {lr_interval!r}")
+        self._lr_interval = None if lr_interval is None else float(lr_interval)
+        self._uses_lr_interval = bool(getattr(self.predictor, "uses_lr_interval", False))
         self.k_schedule = horizon_schedule(max_train_steps, period, int(getattr(self.predictor, "seq_len", 40)), power)
 
         self._names, self._params = self._model_params(model)
@@ -263,6 +272,19 @@ class NiNo(Optimizer):
         s = self._step if step is None else step
         return self.k_schedule[min(s // self.period, len(self.k_schedule) - 1)]
 
+    def lr_interval(self) -> float:
+        """The learning rate times the steps between two states that a regime-conditioned
+        predictor is told (see the ``lr_interval`` argument)."""
+        if self._lr_interval is not None:
+            return self._lr_interval
+        lr = self._base.param_groups[0].get("lr")
+        if lr is None:
+            raise ValueError(
+                f"{type(self._base).__name__} has no 'lr' in its first parameter group: pass lr_interval= to NiNo "
+                "(learning rate x steps between states) for this regime-conditioned predictor"
+            )
+        return float(lr) * self.interval
+
     def _records_now(self) -> bool:
         return (self._step + 1) % self.interval == 0
 
@@ -322,8 +344,11 @@ class NiNo(Optimizer):
         assert self._history is not None
         k = self.horizon(step)
         states = self._history[:, : self.ctx]
+        lr_interval = self.lr_interval() if self._uses_lr_interval else None
         with torch.no_grad():
-            theta = predict(self.graph, states, k, self.predictor, per_block=self.per_block, parts=self._parts)
+            theta = predict(
+                self.graph, states, k, self.predictor, per_block=self.per_block, parts=self._parts, lr_interval=lr_interval
+            )
         if theta.shape != (self.num_params,):
             raise ValueError(f"predictor {self.predictor.name} returned {tuple(theta.shape)}, expected [{self.num_params}]")
         if not bool(torch.isfinite(theta).all()):

@@ -62,8 +62,10 @@ class Nowcaster(Protocol):
 
     Optional attributes read with ``getattr``: ``ctx`` (the history length the predictor
     requires, None for any), ``seq_len`` (the largest horizon it supports; the horizon
-    schedule starts there; 40 when absent) and ``context_hops`` (how far upstream in the graph
-    its outputs look, for per-block prediction; 0 when absent, see :func:`layer_parts`).
+    schedule starts there; 40 when absent), ``context_hops`` (how far upstream in the graph
+    its outputs look, for per-block prediction; 0 when absent, see :func:`layer_parts`) and
+    ``uses_lr_interval`` (True: :meth:`predict` also takes ``lr_interval=``, the base learning
+    rate times the steps between two states; False when absent).
     """
 
     name: str
@@ -288,6 +290,7 @@ def _predict_with_model(
     *,
     pos: torch.Tensor | None,
     edge_chunk: int | None,
+    lr_interval: float | None = None,
 ) -> torch.Tensor:
     if graph is None:
         raise ValueError("a NiNo / WNN+ model needs the neural graph: pass graph=neuralgraph.convert(model)")
@@ -296,6 +299,11 @@ def _predict_with_model(
         raise ValueError(f"this model reads ctx={cfg.ctx} states but the history has {states.shape[1]}")
     if not 1 <= k <= cfg.seq_len:
         raise ValueError(f"horizon k must lie in 1..{cfg.seq_len} for this model, got {k}")
+    if cfg.lr_interval_input and lr_interval is None:
+        raise ValueError(
+            "this NiNo model is conditioned on the training regime: pass lr_interval= (the base optimizer's "
+            "learning rate times the steps between two states; the NiNo optimizer wrapper passes it itself)"
+        )
     device = _model_device(model)
     x = states.to(device=device, dtype=_work_dtype(states.dtype))
     scaled, scales = scale_states(x, graph.params)
@@ -312,6 +320,8 @@ def _predict_with_model(
                 )
         if cfg.wte_pos_enc:
             data.pos_w = graph.pos_w
+    if cfg.lr_interval_input:
+        data.lr_interval = lr_interval
     with torch.no_grad():
         out = model(data, k, edge_chunk=edge_chunk)
     del data
@@ -348,6 +358,11 @@ class ModelNowcaster:
         """Node updates feeding the outputs (see :func:`layer_parts`); 0 for WNN+."""
         return self.model.config.num_edge_updates
 
+    @property
+    def uses_lr_interval(self) -> bool:
+        """Whether the model is conditioned on the training regime (``config.lr_interval_input``)."""
+        return self.model.config.lr_interval_input
+
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> ModelNowcaster:
         """Load a checkpoint with :func:`nowcast.load` (a published ``.pt`` file or our directory format)."""
@@ -355,8 +370,10 @@ class ModelNowcaster:
 
         return cls(load(path), **kwargs)
 
-    def predict(self, graph: NeuralGraph | None, states: torch.Tensor, k: int) -> torch.Tensor:
-        return predict(graph, states, k, self.model, edge_chunk=self.edge_chunk)
+    def predict(
+        self, graph: NeuralGraph | None, states: torch.Tensor, k: int, *, lr_interval: float | None = None
+    ) -> torch.Tensor:
+        return predict(graph, states, k, self.model, edge_chunk=self.edge_chunk, lr_interval=lr_interval)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model.config})"
@@ -423,15 +440,19 @@ def _predict_whole(
     predictor: Any,
     pos: torch.Tensor | None,
     edge_chunk: int | None,
+    lr_interval: float | None,
 ) -> torch.Tensor:
     if isinstance(predictor, NiNoModel):
-        return _predict_with_model(graph, states, k, predictor, pos=pos, edge_chunk=edge_chunk)
+        return _predict_with_model(graph, states, k, predictor, pos=pos, edge_chunk=edge_chunk, lr_interval=lr_interval)
     if pos is not None:
         raise ValueError("pos= applies only when the predictor is a NiNoModel")
     nowcaster = as_nowcaster(predictor)
     if nowcaster.needs_graph and graph is None:
         raise ValueError(f"predictor {nowcaster.name} needs the neural graph: pass graph=neuralgraph.convert(model)")
-    out = nowcaster.predict(graph, states, k)
+    if getattr(nowcaster, "uses_lr_interval", False):
+        out = nowcaster.predict(graph, states, k, lr_interval=lr_interval)
+    else:
+        out = nowcaster.predict(graph, states, k)
     if not isinstance(out, torch.Tensor) or out.shape != (states.shape[0],):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"predictor {nowcaster.name} returned {shape}, expected [{states.shape[0]}]")
@@ -448,6 +469,7 @@ def predict(
     parts: Sequence[GraphPart] | None = None,
     pos: torch.Tensor | None = None,
     edge_chunk: int | None = None,
+    lr_interval: float | None = None,
 ) -> torch.Tensor:
     """Predicted parameters ``k`` state intervals after the last state of ``states``.
 
@@ -465,6 +487,9 @@ def predict(
         pos: node positional encodings to use instead of ``graph.pos`` (whole-graph NiNo only),
             e.g. the exact encodings another implementation used.
         edge_chunk: overrides the model's ``edge_chunk`` (NiNoModel only).
+        lr_interval: the base optimizer's learning rate times the steps between two states of
+            ``states``; required by models conditioned on it (``config.lr_interval_input``),
+            ignored by the others.
 
     Returns:
         ``[P]`` predicted parameters, on the device and in the dtype of ``states``. Computation
@@ -473,7 +498,7 @@ def predict(
     k = _check_k(k)
     states = _check_states(states, graph)
     if not per_block:
-        return _predict_whole(graph, states, k, model, pos, edge_chunk)
+        return _predict_whole(graph, states, k, model, pos, edge_chunk, lr_interval)
     if pos is not None:
         raise ValueError("pos= cannot be combined with per_block=True (each part has its own encodings)")
     if graph is None:
@@ -482,5 +507,5 @@ def predict(
     out = torch.empty(states.shape[0], dtype=states.dtype, device=states.device)
     for part in parts:
         sub = part.gather(states)
-        part.scatter(_predict_whole(part.graph, sub, k, model, None, edge_chunk), out)
+        part.scatter(_predict_whole(part.graph, sub, k, model, None, edge_chunk, lr_interval), out)
     return out

@@ -60,10 +60,11 @@ def _pair(src_term: torch.Tensor, dst_term: torch.Tensor, rows: int) -> torch.Te
     return src_term + dst_term  # star (broadcast of one source) or diagonal
 
 
-def _fold(next_linear: torch.nn.Linear, proj: torch.nn.Linear, width: int, type_table: torch.Tensor | None):
+def _fold(next_linear: torch.nn.Linear, proj_weight: torch.Tensor, proj_bias: torch.Tensor, width: int,
+          type_table: torch.Tensor | None):
     """``next(proj(x) + type_emb)`` as one map: weight [out, width], per-type bias [types, out]."""
-    weight = next_linear.weight @ proj.weight[:, :width]
-    bias = next_linear.weight @ proj.bias + next_linear.bias
+    weight = next_linear.weight @ proj_weight[:, :width]
+    bias = next_linear.weight @ proj_bias + next_linear.bias
     per_type = bias.unsqueeze(0) if type_table is None else type_table @ next_linear.weight.T + bias
     return weight, per_type
 
@@ -77,7 +78,7 @@ def streamed_forward(model: Any, data: Any, states: torch.Tensor, edge_type: tor
     flat = states.reshape(n_edges, n_slots * ctx)
     gnn = model.gnn
     updates = list(gnn.edge_update)
-    proj = model.edge_proj.fc[0]
+    proj_weight, proj_bias = model.edge_proj.fc[0].weight, model._edge_bias(data)
     table = model.layer_embed.weight if cfg.edge_types > 0 else None
     x = model._node_features(data)
     n_nodes = x.shape[0]
@@ -87,8 +88,8 @@ def streamed_forward(model: Any, data: Any, states: torch.Tensor, edge_type: tor
     counts = counts.clamp_(min=1).unsqueeze(1)
 
     width = n_slots * ctx
-    first_enc = _fold(gnn.convs[0].edge_encoder, proj, width, table)  # layer-0 messages straight from inputs
-    first_upd = _fold(updates[0].lin_e, proj, width, table) if updates else None
+    first_enc = _fold(gnn.convs[0].edge_encoder, proj_weight, proj_bias, width, table)  # layer-0 messages straight from inputs
+    first_upd = _fold(updates[0].lin_e, proj_weight, proj_bias, width, table) if updates else None
     update_terms: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def edge_states(a: int, b: int, src: slice, dst: slice, rows: int, etype: int, depth: int) -> torch.Tensor:
@@ -130,7 +131,7 @@ def streamed_forward(model: Any, data: Any, states: torch.Tensor, edge_type: tor
         if updates:
             e = edge_states(a, b, src, dst, rows, etype, len(updates))
         else:
-            e = F.linear(flat[a:b], proj.weight[:, :width], proj.bias)
+            e = F.linear(flat[a:b], proj_weight[:, :width], proj_bias)
             if table is not None:
                 e = e + table[etype]
         out[a:b] = F.linear(model.edge_out.hidden(e), weight, bias).reshape(b - a, n_slots, n_k)

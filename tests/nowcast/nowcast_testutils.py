@@ -29,9 +29,9 @@ class Layered(nn.Module):
         return x
 
 
-def small_nino(gnn: bool = True, seed: int = 0, std: float = 0.2) -> NiNoModel:
+def small_nino(gnn: bool = True, seed: int = 0, std: float = 0.2, **config_fields) -> NiNoModel:
     """A small random NiNo / WNN+ model whose predictions move parameters noticeably."""
-    config = NiNoConfig(hid=16, wte_pos_enc=False, gnn=gnn, mlp_layers=2)
+    config = NiNoConfig(**{"hid": 16, "wte_pos_enc": False, "gnn": gnn, "mlp_layers": 2, **config_fields})
     model = NiNoModel(config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
