@@ -206,6 +206,17 @@ RECIPES: dict[str, Recipe] = {
         metatrain=dict(_NINO_CPU_METATRAIN),
         workers=2,
     ),
+    "nino-cpu-regime": Recipe(
+        name="nino-cpu-regime",
+        description=(
+            "nino-cpu-mixed's runs and validation runs, meta-trained with the regime as an input (log10 of each "
+            "run's learning rate x steps between states), so one model can learn both regimes' futures"
+        ),
+        runs=_NINO_CPU_RUNS + _LOW_LR_FM16_RUNS,
+        val_runs=_NINO_CPU_VAL + _LOW_LR_FM16_VAL,
+        metatrain={**_NINO_CPU_METATRAIN, "lr_interval_input": True},
+        workers=2,
+    ),
     "tiny": Recipe(
         name="tiny",
         description="smoke test: one short FM/16 run and one short Shakespeare 3-24 run, 50 meta-training steps",
