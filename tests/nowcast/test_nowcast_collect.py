@@ -11,6 +11,7 @@ import torch
 
 import neuralgraph as ng
 from nowcast.collect import RECIPES, RunSpec, collect, collect_run, get_recipe, load_trajectory
+from nowcast.metatrain import MetaTrainConfig
 from nowcast.tasks import get_task
 from nowcast.training import train
 
@@ -145,6 +146,13 @@ def test_mixed_recipe_adds_the_low_learning_rate_regime_to_nino_cpu():
     assert min(r.lr_mult for r in extra) < 1 / 6 < max(r.lr_mult for r in extra) < 0.5
     assert dict(mixed.metatrain) == dict(base.metatrain)
     assert min(r.seed for r in mixed.all_runs) >= 100
+
+
+def test_regime_recipe_is_the_mixed_data_with_the_regime_input():
+    mixed, regime = get_recipe("nino-cpu-mixed"), get_recipe("nino-cpu-regime")
+    assert regime.runs == mixed.runs and regime.val_runs == mixed.val_runs
+    assert dict(regime.metatrain) == {**mixed.metatrain, "lr_interval_input": True}
+    assert MetaTrainConfig.from_dict(regime.metatrain).nino_config().lr_interval_input
 
 
 @pytest.mark.slow
