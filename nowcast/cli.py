@@ -237,6 +237,14 @@ def _step(args: argparse.Namespace) -> int:
         raise InputError(f"predictor {predictor.name} reads ctx={fixed} states, not --ctx {args.ctx}")
     ctx = fixed or args.ctx or 5
     k = _resolve_k(args, int(getattr(predictor, "seq_len", 40)))
+    lr_interval = args.lr_interval
+    if lr_interval is not None and not 0 < lr_interval < float("inf"):
+        raise InputError(f"--lr-interval must be a positive number, got {lr_interval}")
+    if getattr(predictor, "uses_lr_interval", False) and lr_interval is None:
+        raise InputError(
+            f"{args.predictor} is conditioned on the training regime: pass --lr-interval, the learning rate times "
+            "the steps between two input checkpoints (e.g. 1e-3 x 200 = 0.2)"
+        )
     inputs = [Path(p) for p in args.inputs]
 
     if len(inputs) == 1 and inputs[0].is_file():
@@ -258,7 +266,7 @@ def _step(args: argparse.Namespace) -> int:
                 )
             if graph.num_params != states.shape[0]:
                 raise InputError(f"{inputs[0]} has {states.shape[0]} parameters per state, its network has {graph.num_params}")
-        theta = predict(graph, states[:, -ctx:], k, predictor, per_block=args.per_block)
+        theta = predict(graph, states[:, -ctx:], k, predictor, per_block=args.per_block, lr_interval=lr_interval)
         source = str(inputs[0])
         info = {"predictor": predictor.name, "k": k, "source": source}
         if not bool(torch.isfinite(theta).all()):
@@ -271,7 +279,7 @@ def _step(args: argparse.Namespace) -> int:
 
         dirs, model, states = _read_checkpoints(_checkpoint_dirs(inputs), ctx)
         graph = neuralgraph.convert(model) if (predictor.needs_graph or args.per_block) else None
-        theta = predict(graph, states, k, predictor, per_block=args.per_block)
+        theta = predict(graph, states, k, predictor, per_block=args.per_block, lr_interval=lr_interval)
         if not bool(torch.isfinite(theta).all()):
             raise InputError(f"the {predictor.name} prediction contains NaN/Inf; nothing written")
         _write_checkpoint(model, theta, dirs[-1], out)
@@ -300,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--period", type=int, default=1000, help="steps between jumps (horizon schedule, default 1000)")
     p.add_argument("--ctx", type=int, default=None, help="states used by the baselines (default 5; NiNo models fix their own)")
     p.add_argument("--per-block", action="store_true", help="predict one transformer block at a time")
+    p.add_argument(
+        "--lr-interval", type=float, default=None,
+        help="learning rate x steps between two inputs (required by regime-conditioned checkpoints)",
+    )
     p.add_argument("--config", default=None, help="Hugging Face config (dir or config.json) describing a states file's network")
     p.add_argument("--arch", default=None, help="converter name for the graph (default: chosen automatically)")
     p.add_argument("--device", default=None, help="device for the NiNo model (default cpu)")

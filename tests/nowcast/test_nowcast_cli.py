@@ -88,6 +88,16 @@ def test_states_files(tmp_path: Path) -> None:
     expected = predict(graph, states[:, -5:], 4, model)
     torch.testing.assert_close(load_file(str(target))["states"][:, 0], expected, rtol=0, atol=1e-6)
 
+    # a regime-conditioned checkpoint needs the regime: learning rate x steps between the inputs
+    conditioned = small_nino(lr_interval_input=True)
+    conditioned.save(tmp_path / "regime")
+    args = ["step", str(tmp_path / "s.safetensors"), "--predictor", str(tmp_path / "regime"), "--k", "4", "--overwrite"]
+    assert main([*args, "--out", str(target)]) == 2
+    assert main([*args, "--lr-interval", "0.2", "--out", str(target)]) == 0
+    expected = predict(graph, states[:, -5:], 4, conditioned, lr_interval=0.2)
+    torch.testing.assert_close(load_file(str(target))["states"][:, 0], expected, rtol=0, atol=1e-6)
+    assert main([*args, "--lr-interval", "-1", "--out", str(target)]) == 2
+
     # a graph-free predictor needs nothing but the states
     torch.save(states, tmp_path / "bare.pt")
     assert main(["step", str(tmp_path / "bare.pt"), "--predictor", "linefit", "--k", "1", "--out", str(tmp_path / "b.pt")]) == 0
