@@ -78,6 +78,16 @@ def write_model_card(
         "period=1000, max_train_steps=...)` or `nowcast compare --methods adam,nino --nino-checkpoint DIR`.",
         "",
     ]
+    if ncfg.lr_interval_input:
+        seen = [float(r["lr"]) * int(r["every"]) for r in rows if r.get("lr") and r.get("every")]
+        span = f"; {min(seen):.3g} to {max(seen):.3g} in its training data" if seen else ""
+        lines += [
+            "It also reads the training regime: `log10` of the base learning rate times the steps between two "
+            f"states (`lr_interval`{span}). The optimizer wrapper passes it (the base "
+            "optimizer's current lr x period/ctx); `nowcast.predict(..., lr_interval=)` and `nowcast step "
+            "--lr-interval` take it explicitly.",
+            "",
+        ]
     if recipe and recipe.get("description"):
         lines += [f"Recipe `{name}`: {recipe['description']}.", ""]
     lines += [

@@ -160,6 +160,21 @@ def test_export_load_and_model_card(dataset, tmp_path):
     assert "| adam | 50 60 | 55 |" in card and "| nino | 30 - | - | - |" in card
 
 
+def test_a_regime_conditioned_run_trains_the_regime_maps_and_says_so_in_the_card(dataset, tmp_path):
+    result = metatrain(dataset, tmp_path / "work", small(lr_interval_input=True), progress=False)
+    for name in ("lr_interval_edge", "lr_interval_node"):  # biases start at 0 and are not decayed: only gradients move them
+        bias = getattr(result.model, name).bias
+        assert torch.isfinite(bias).all() and bias.abs().max() > 0, f"{name} was not trained"
+    out = export(result, tmp_path / "ckpt", recipe={"name": "unit", "description": "two digits runs"})
+    loaded = nowcast.load(out)
+    assert loaded.config.lr_interval_input
+    card = (out / "MODEL_CARD.md").read_text()
+    lr_interval = dataset.lr_interval(0)  # digits Adam 1e-3 x1, states every 20 steps
+    assert "reads the training regime" in card and f"{lr_interval / 2:.3g} to {lr_interval:.3g}" in card
+    with pytest.raises(ValueError, match="pass lr_interval="):
+        nowcast.predict(dataset[0].graph, dataset.window_states(0)[0], 2, loaded)
+
+
 def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     from nowcast.cli import main
 
