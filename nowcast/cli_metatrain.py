@@ -190,7 +190,15 @@ def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: di
     val_dataset = MetaDataset(val_source, graphs=dataset.graphs, **kwargs) if val_source is not None else None
     n_val = f"; validation: {len(val_dataset.trajectories)} trajectories ({len(val_dataset)} windows)" if val_dataset is not None else ""
     print(f"meta-training on {len(dataset.trajectories)} trajectories ({len(dataset)} windows){n_val}: {config}", flush=True)
-    result = metatrain(dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart, val_dataset=val_dataset)
+    init = getattr(args, "init_from", None)
+    if init is not None:
+        from .checkpoint import load
+
+        init = load(init)
+    result = metatrain(
+        dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart, val_dataset=val_dataset,
+        init_model=init,
+    )
     timings = dict(timings)
     used = [t.path for t in dataset.trajectories] + ([t.path for t in val_dataset.trajectories] if val_dataset is not None else [])
     runs_wall = sum(float(load_trajectory(d).meta.get("wall_s", 0.0)) for d in used)
@@ -327,6 +335,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(default: the recipe's validation runs)",
     )
     m.add_argument("--out", required=True, help="checkpoint folder to write")
+    m.add_argument(
+        "--init-from", default=None,
+        help="fine-tune: start from this checkpoint's weights (same architecture; a regime-conditioned recipe may start "
+        "from an unconditioned checkpoint, its regime maps then start at zero)",
+    )
     _add_metatrain_options(m)
     _add_common(m)
     m.set_defaults(run=_metatrain)

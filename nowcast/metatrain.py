@@ -278,6 +278,19 @@ def _check_resumable(saved: Mapping[str, Any], config: MetaTrainConfig, path: Pa
 
 
 # ------------------------------------------------------------------------------------- training
+def _start_from(model: NiNoModel, init_model: NiNoModel) -> None:
+    """Copy ``init_model``'s weights into ``model``; regime maps it lacks start at zero."""
+    ours, theirs = model.config.to_dict(), init_model.config.to_dict()
+    ours.pop("lr_interval_input"), theirs.pop("lr_interval_input")
+    if ours != theirs or (init_model.config.lr_interval_input and not model.config.lr_interval_input):
+        raise ValueError(f"cannot start meta-training from a model with config {init_model.config}; the recipe builds {model.config}")
+    missing, _ = model.load_state_dict(init_model.state_dict(), strict=False)
+    with torch.no_grad():
+        for name in missing:  # only the regime maps can be missing (the configs agree otherwise)
+            model.get_parameter(name).zero_()
+    log.info("meta-training starts from the given model's weights%s", f" (zero: {', '.join(missing)})" if missing else "")
+
+
 def metatrain(
     dataset: MetaDataset | str | os.PathLike,
     work_dir: str | os.PathLike,
@@ -288,6 +301,7 @@ def metatrain(
     loss_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     step_callback: Callable[[int, NiNoModel], None] | None = None,
     val_dataset: MetaDataset | None = None,
+    init_model: NiNoModel | None = None,
 ) -> MetaTrainResult:
     """Train (or continue training) a NiNo model on ``dataset``.
 
@@ -306,6 +320,11 @@ def metatrain(
             its trajectories (``val_jump``, :class:`nowcast.jump_error.JumpScore`) are recorded,
             and the weights with the lowest ``config.select`` are kept in the checkpoint
             (:meth:`MetaTrainResult.selected_model`).
+        init_model: start from these weights instead of a random initialisation (fine-tuning a
+            trained checkpoint). Its architecture must be the config's, except that a
+            regime-conditioned config may start from an unconditioned model: the regime maps
+            then start at zero, so the first predictions are ``init_model``'s. Ignored when a
+            checkpoint is resumed.
     """
     config = config or MetaTrainConfig()
     work = Path(work_dir)
@@ -321,6 +340,8 @@ def metatrain(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = NiNoModel(config.nino_config(), edge_chunk=None)
+    if init_model is not None:
+        _start_from(model, init_model)
     model.train()
     decay, no_decay = [], []
     for name, p in model.named_parameters():

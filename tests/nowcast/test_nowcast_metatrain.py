@@ -175,6 +175,36 @@ def test_a_regime_conditioned_run_trains_the_regime_maps_and_says_so_in_the_card
         nowcast.predict(dataset[0].graph, dataset.window_states(0)[0], 2, loaded)
 
 
+def test_fine_tuning_starts_from_the_given_weights(dataset, tmp_path):
+    """A regime-conditioned run started from an unconditioned model predicts exactly what that
+    model predicts before its first update (the regime maps start at zero)."""
+    base = metatrain(dataset, tmp_path / "base", small(), progress=False).model
+    seen = {}
+
+    def first_step(step, model):
+        if step == 1:
+            seen["bias"] = model.lr_interval_edge.bias.detach().clone()
+
+    with torch.no_grad():
+        item = dataset[0]
+        expected = base(item.data, [1, 4])
+    tuned = metatrain(
+        dataset, tmp_path / "tuned", small(lr_interval_input=True, steps=1), progress=False, init_model=base,
+        step_callback=first_step,
+    )
+    assert tuned.step == 1
+    torch.manual_seed(0)
+    start = nowcast.NiNoModel(small(lr_interval_input=True).nino_config())
+    from nowcast.metatrain import _start_from
+
+    _start_from(start, base)
+    with torch.no_grad():
+        assert torch.equal(start(item.data, [1, 4]), expected)
+    assert seen["bias"].abs().max() > 0  # and training then moves the regime maps
+    with pytest.raises(ValueError, match="cannot start meta-training from"):
+        metatrain(dataset, tmp_path / "bad", small(hid=16), progress=False, init_model=base)
+
+
 def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     from nowcast.cli import main
 
