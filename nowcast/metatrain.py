@@ -280,9 +280,10 @@ def _check_resumable(saved: Mapping[str, Any], config: MetaTrainConfig, path: Pa
 # ------------------------------------------------------------------------------------- training
 def _start_from(model: NiNoModel, init_model: NiNoModel) -> None:
     """Copy ``init_model``'s weights into ``model``; regime maps it lacks start at zero."""
-    ours, theirs = model.config.to_dict(), init_model.config.to_dict()
-    ours.pop("lr_interval_input"), theirs.pop("lr_interval_input")
-    if ours != theirs or (init_model.config.lr_interval_input and not model.config.lr_interval_input):
+    def architecture(m: NiNoModel) -> dict[str, Any]:
+        return {k: v for k, v in m.config.to_dict().items() if k != "lr_interval_input"}
+
+    if architecture(model) != architecture(init_model) or (init_model.config.lr_interval_input and not model.config.lr_interval_input):
         raise ValueError(f"cannot start meta-training from a model with config {init_model.config}; the recipe builds {model.config}")
     missing, _ = model.load_state_dict(init_model.state_dict(), strict=False)
     with torch.no_grad():
