@@ -314,7 +314,8 @@ class MetaDataset(torch.utils.data.Dataset):
         return WindowItem(data, target, horizon_mask, slot_mask, last, scales, graph, w)
 
     def describe(self) -> list[dict[str, Any]]:
-        """One row per trajectory: run id, task, seed, lr, steps, snapshots, windows, last metric."""
+        """One row per trajectory: run id, task, seed, lr, regime (:meth:`lr_interval`), steps, snapshots,
+        windows, last metric."""
         counts: dict[int, int] = {}
         for w in self.windows:
             counts[w.traj] = counts.get(w.traj, 0) + 1
@@ -326,6 +327,7 @@ class MetaDataset(torch.utils.data.Dataset):
             rows.append({
                 "run_id": m["run_id"], "task": m["task"], "seed": m["seed"], "lr_mult": m["lr_mult"],
                 "lr": m.get("optimizer", {}).get("lr"), "optimizer": m.get("optimizer", {}).get("name"),
+                "lr_interval": self.lr_interval(i),
                 "steps": (snaps.get("step") or [0])[-1], "every": m.get("every"), "snapshots": t.n_snapshots, "windows": counts.get(i, 0),
                 "metric_name": m.get("metric_name"), "final_metric": metric, "status": m.get("status"),
                 "num_params": m["architecture"]["num_params"],

@@ -79,7 +79,7 @@ def write_model_card(
         "",
     ]
     if ncfg.lr_interval_input:
-        seen = [float(r["lr"]) * int(r["every"]) for r in rows if r.get("lr") and r.get("every")]
+        seen = [r["lr_interval"] for r in rows if r.get("lr_interval")]  # MetaDataset.describe()
         span = f"; {min(seen):.3g} to {max(seen):.3g} in its training data" if seen else ""
         lines += [
             "It also reads the training regime: `log10` of the base learning rate times the steps between two "
