@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,16 @@ class NiNoConfig:
             through a linear map into every initial edge and node state. Scaled states look alike
             across regimes (Adam at 1e-3 with states every 40 steps, at 6e-3 every 200), while
             their futures do not; this input tells them apart. Off in the published models.
+        lr_interval_ceiling: with ``lr_interval_input``, make the regime term vanish at and above
+            this value: the feature becomes ``log10(min(lr_interval, ceiling) / ceiling)`` and the
+            maps have no bias, so the model is *exactly* its unconditioned self in every regime at
+            or above the ceiling and only adapts below it (a regime adapter for a trained model,
+            ``docs/metatraining.md``). ``None`` (default): ``log10(lr_interval)`` with biased maps.
+        regime_adapter: with ``lr_interval_ceiling``, also give every network parameter ``θ`` a
+            zero-initialised offset ``Δθ`` used as ``θ + gate · Δθ``, ``gate = log10(ceiling /
+            min(lr_interval, ceiling))``: 0 at and above the ceiling (where the model is exactly
+            the network without offsets), growing as the regime gets shorter. Doubles the
+            parameters; lets a trained model learn shorter regimes without changing it on its own.
     """
 
     ctx: int = 5
@@ -72,6 +83,8 @@ class NiNoConfig:
     final_edge_update: bool = False
     mlp_layers: int = 4
     lr_interval_input: bool = False
+    lr_interval_ceiling: float | None = None
+    regime_adapter: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ctx", "hid", "layers", "max_feat_size", "seq_len", "mlp_layers"):
@@ -82,11 +95,19 @@ class NiNoConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise ValueError(f"NiNoConfig.{name} must be a non-negative integer, got {value!r}")
-        for name in ("gnn", "wte_pos_enc", "final_edge_update", "lr_interval_input"):
+        for name in ("gnn", "wte_pos_enc", "final_edge_update", "lr_interval_input", "regime_adapter"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"NiNoConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.gnn and self.lpe == 0 and not self.wte_pos_enc:
             raise ValueError("a GNN NiNo model needs node features: set lpe > 0 or wte_pos_enc=True")
+        ceiling = self.lr_interval_ceiling
+        if ceiling is not None:
+            if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0 < ceiling < math.inf:
+                raise ValueError(f"NiNoConfig.lr_interval_ceiling must be a positive number or None, got {ceiling!r}")
+            if not self.lr_interval_input:
+                raise ValueError("NiNoConfig.lr_interval_ceiling needs lr_interval_input=True")
+        if self.regime_adapter and ceiling is None:
+            raise ValueError("NiNoConfig.regime_adapter needs lr_interval_input=True and an lr_interval_ceiling")
 
     @property
     def num_edge_updates(self) -> int:

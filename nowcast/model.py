@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +41,11 @@ DEFAULT_EDGE_CHUNK = 1 << 16
 """Edges processed at once by default (bounds ``E x hidden`` temporaries)."""
 
 _INIT_STD = 0.02
+
+
+def _delta_key(name: str) -> str:
+    """Key of a parameter's regime offset (``ParameterDict`` keys cannot contain dots)."""
+    return name.replace(".", "__")
 
 
 class NiNoEmbedding(NamedTuple):
@@ -86,9 +92,10 @@ class NiNoModel(nn.Module):
         if cfg.edge_types > 0:
             self.layer_embed = nn.Embedding(cfg.edge_types, cfg.hid)
         if cfg.lr_interval_input:
-            self.lr_interval_edge = nn.Linear(1, cfg.hid)
+            biased = cfg.lr_interval_ceiling is None  # with a ceiling the term must vanish above it
+            self.lr_interval_edge = nn.Linear(1, cfg.hid, bias=biased)
             if cfg.gnn:
-                self.lr_interval_node = nn.Linear(1, cfg.hid)
+                self.lr_interval_node = nn.Linear(1, cfg.hid, bias=biased)
         if cfg.gnn:
             self.edge_proj = FeedForward(cfg.max_feat_size * cfg.ctx, cfg.hid, cfg.hid, n_layers=1)
             if cfg.wte_pos_enc:
@@ -101,6 +108,11 @@ class NiNoModel(nn.Module):
             self.edge_proj = FeedForward(cfg.ctx, cfg.hid, cfg.hid, n_layers=1)
             self.edge_mlp = FeedForward(cfg.hid, cfg.hid, cfg.seq_len, n_layers=cfg.mlp_layers)
         self.apply(self._init_weights)
+        if cfg.regime_adapter:  # one zero offset per network parameter (not the regime maps)
+            self.regime_delta = nn.ParameterDict({
+                _delta_key(name): nn.Parameter(torch.zeros_like(p)) for name, p in self.named_parameters()
+                if not name.startswith("lr_interval_")
+            })
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -140,6 +152,10 @@ class NiNoModel(nn.Module):
             ``k``; ``[E, F, len(k)]`` for a sequence. ``F`` is the graph's number of feature
             slots (``edge_attr.shape[1] // ctx``).
         """
+        with self._regime_adapted(data):
+            return self._forward(data, k, edge_chunk, stream)
+
+    def _forward(self, data: Any, k: int | Sequence[int], edge_chunk: int | None, stream: bool | None) -> torch.Tensor:
         horizons, single = self._horizons(k)
         chunk = self.edge_chunk if edge_chunk is None else edge_chunk
         states, edge_type = self._edge_inputs(data)
@@ -162,6 +178,10 @@ class NiNoModel(nn.Module):
 
     def embed(self, data: Any, *, edge_chunk: int | None = None) -> NiNoEmbedding:
         """Node and edge embeddings after message passing (all layers, last node update included)."""
+        with self._regime_adapted(data):
+            return self._embed(data, edge_chunk)
+
+    def _embed(self, data: Any, edge_chunk: int | None) -> NiNoEmbedding:
         chunk = self.edge_chunk if edge_chunk is None else edge_chunk
         states, edge_type = self._edge_inputs(data)
         if self.config.gnn:
@@ -204,7 +224,8 @@ class NiNoModel(nn.Module):
         return torch.tensor(values, dtype=torch.long, device=self._device) - 1, single
 
     def _lr_interval_feature(self, data: Any) -> torch.Tensor | None:
-        """``[1]``: ``log10(data.lr_interval)``, or None for a model without that input."""
+        """``[1]``: ``log10(data.lr_interval)`` (``log10(min(lr_interval, ceiling) / ceiling)`` with
+        ``config.lr_interval_ceiling``), or None for a model without that input."""
         if not self.config.lr_interval_input:
             return None
         value = getattr(data, "lr_interval", None)
@@ -215,7 +236,36 @@ class NiNoModel(nn.Module):
                 "this model is conditioned on the training regime: data.lr_interval must be the base "
                 f"optimizer's learning rate times the steps between two input states (a positive number), got {value!r}"
             )
-        return torch.tensor([math.log10(value)], dtype=self._dtype, device=self._device)
+        ceiling = self.config.lr_interval_ceiling
+        feature = math.log10(value) if ceiling is None else math.log10(min(value, ceiling) / ceiling)
+        return torch.tensor([feature], dtype=self._dtype, device=self._device)
+
+    @contextmanager
+    def _regime_adapted(self, data: Any) -> Iterator[None]:
+        """With ``config.regime_adapter`` and a regime below the ceiling, the network's parameters
+        read as ``θ + gate · Δθ`` inside the block (differentiable in both); otherwise a no-op, so
+        the model at or above the ceiling is bit for bit the network without offsets."""
+        if not self.config.regime_adapter:
+            yield
+            return
+        gate = -self._lr_interval_feature(data)  # log10(ceiling / min(lr_interval, ceiling)) >= 0
+        if float(gate) == 0.0:
+            yield
+            return
+        slots = []
+        try:
+            for name, param in list(self.named_parameters()):
+                key = _delta_key(name)
+                if key not in self.regime_delta:
+                    continue
+                owner, _, attr = name.rpartition(".")
+                module = self.get_submodule(owner)
+                slots.append((module, attr, param))
+                module._parameters[attr] = param + gate * self.regime_delta[key]  # type: ignore[assignment]
+            yield
+        finally:
+            for module, attr, param in slots:
+                module._parameters[attr] = param
 
     def _edge_bias(self, data: Any) -> torch.Tensor:
         """Bias of the initial edge states: ``edge_proj``'s, plus the regime term when conditioned."""
