@@ -190,10 +190,15 @@ def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: di
     val_dataset = MetaDataset(val_source, graphs=dataset.graphs, **kwargs) if val_source is not None else None
     n_val = f"; validation: {len(val_dataset.trajectories)} trajectories ({len(val_dataset)} windows)" if val_dataset is not None else ""
     print(f"meta-training on {len(dataset.trajectories)} trajectories ({len(dataset)} windows){n_val}: {config}", flush=True)
-    init = getattr(args, "init_from", None)
+    init = getattr(args, "init_from", None) or (recipe.init_from if recipe is not None else None)
     if init is not None:
         from .checkpoint import load
 
+        if not Path(init).exists():
+            raise FileNotFoundError(
+                f"meta-training starts from the checkpoint {init}, which does not exist here: run from the project root "
+                "(the recipe's path is relative) or pass --init-from DIR"
+            )
         init = load(init)
     result = metatrain(
         dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart, val_dataset=val_dataset,

@@ -129,6 +129,9 @@ class Recipe:
             them and ships the weights where the metric named by ``metatrain["select"]`` was
             lowest (:class:`nowcast.metatrain.MetaTrainConfig`).
         workers: collection processes run in parallel by default (one thread each).
+        init_from: a trained checkpoint folder that meta-training starts from instead of a random
+            initialisation (relative paths from the working directory), e.g. the base model of a
+            regime adapter; ``nowcast metatrain --init-from`` overrides it.
     """
 
     name: str
@@ -137,6 +140,7 @@ class Recipe:
     metatrain: Mapping[str, Any] = field(default_factory=dict)
     workers: int = 1
     val_runs: tuple[RunSpec, ...] = ()
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         ids = [r.run_id for r in self.all_runs]
@@ -157,6 +161,7 @@ class Recipe:
             "val_runs": [r.to_dict() for r in self.val_runs],
             "metatrain": dict(self.metatrain),
             "workers": self.workers,
+            **({"init_from": self.init_from} if self.init_from else {}),
         }
 
 
@@ -175,6 +180,9 @@ _NINO_CPU_VAL = (RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 
 # The regime of the held-out digits task (Adam 1e-3 = FM/16's 6e-3 x 1/6, states every 40 steps), on FashionMNIST.
 _LOW_LR_FM16_RUNS = _grid("fm16", range(120, 128), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
 _LOW_LR_FM16_VAL = (RunSpec("fm16", 128, 0.1667, 2_000, every=40),)
+# Twice as many again for the regime adapter, which trains on this regime alone.
+_MORE_LOW_LR_FM16_RUNS = _grid("fm16", range(129, 145), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
+_MORE_LOW_LR_FM16_VAL = (RunSpec("fm16", 145, 0.1667, 2_000, every=40),)
 _NINO_CPU_METATRAIN = {
     "hid": 64, "steps": 6_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 250,
     "val_windows": 64, "select": "val_jump",
@@ -216,6 +224,24 @@ RECIPES: dict[str, Recipe] = {
         val_runs=_NINO_CPU_VAL + _LOW_LR_FM16_VAL,
         metatrain={**_NINO_CPU_METATRAIN, "lr_interval_input": True},
         workers=2,
+    ),
+    "nino-cpu-adapter": Recipe(
+        name="nino-cpu-adapter",
+        description=(
+            "a regime adapter for checkpoints/nino-cpu: 24 short FM/16 runs in digits' regime (2k steps, learning "
+            "rates x1/8 to x1/3, states every 40 steps) train zero-initialised offsets of every weight, scaled by "
+            "log10(0.2 / lr_interval) below lr_interval 0.2 and absent above it, so the model is exactly nino-cpu in "
+            "every regime nino-cpu was trained on; nino-cpu's own weights stay frozen"
+        ),
+        runs=_LOW_LR_FM16_RUNS + _MORE_LOW_LR_FM16_RUNS,
+        val_runs=_LOW_LR_FM16_VAL + _MORE_LOW_LR_FM16_VAL,
+        metatrain={
+            "hid": 64, "lr_interval_input": True, "lr_interval_ceiling": 0.2, "regime_adapter": True, "trainable": "regime",
+            "steps": 1_500, "batch": 4, "lr": 1e-3, "warmup": 50, "checkpoint_every": 100, "eval_every": 100,
+            "val_windows": 64, "select": "val_jump",
+        },
+        workers=2,
+        init_from="checkpoints/nino-cpu",
     ),
     "tiny": Recipe(
         name="tiny",

@@ -61,6 +61,8 @@ HISTORY_FILE = "history.json"
 CHECKPOINT_VERSION = 1
 HORIZON_WEIGHTINGS = ("window", "target")
 SELECTION_METRICS = ("val_loss", "val_jump")
+TRAINABLE = ("all", "regime")
+_REGIME_FIELDS = ("lr_interval_input", "lr_interval_ceiling", "regime_adapter")
 
 # fields that may change between a run and its resumption (they do not change the math)
 _RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "eval_every", "eval_windows"})
@@ -102,6 +104,9 @@ class MetaTrainConfig:
     seq_len: int = 40
     max_feat_size: int = 9
     lr_interval_input: bool = False
+    lr_interval_ceiling: float | None = None
+    regime_adapter: bool = False
+    trainable: str = "all"
     steps: int = 8000
     batch: int = 4
     lr: float = 3e-3
@@ -133,6 +138,11 @@ class MetaTrainConfig:
                 raise ValueError(f"MetaTrainConfig.{name} must be a non-negative integer, got {value!r}")
         if self.select not in SELECTION_METRICS:
             raise ValueError(f"MetaTrainConfig.select must be one of {', '.join(SELECTION_METRICS)}, got {self.select!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"MetaTrainConfig.trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
+        if self.trainable == "regime" and not self.lr_interval_input:
+            raise ValueError("MetaTrainConfig.trainable='regime' trains only the regime maps: set lr_interval_input=True")
+        self.nino_config()  # validates lr_interval_ceiling
         if self.horizon_weighting not in HORIZON_WEIGHTINGS:
             raise ValueError(f"MetaTrainConfig.horizon_weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}, got {self.horizon_weighting!r}")
         if not (self.lr > 0 and self.clip > 0 and 0 < self.lr_backoff < 1 and 0 <= self.min_lr_ratio <= 1 and self.wd >= 0):
@@ -143,6 +153,7 @@ class MetaTrainConfig:
         return NiNoConfig(
             ctx=self.ctx, hid=self.hid, layers=self.layers, gnn=True, max_feat_size=self.max_feat_size,
             seq_len=self.seq_len, lpe=self.lpe, wte_pos_enc=False, lr_interval_input=self.lr_interval_input,
+            lr_interval_ceiling=self.lr_interval_ceiling, regime_adapter=self.regime_adapter,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -281,9 +292,10 @@ def _check_resumable(saved: Mapping[str, Any], config: MetaTrainConfig, path: Pa
 def _start_from(model: NiNoModel, init_model: NiNoModel) -> None:
     """Copy ``init_model``'s weights into ``model``; regime maps it lacks start at zero."""
     def architecture(m: NiNoModel) -> dict[str, Any]:
-        return {k: v for k, v in m.config.to_dict().items() if k != "lr_interval_input"}
+        return {k: v for k, v in m.config.to_dict().items() if k not in _REGIME_FIELDS}
 
-    if architecture(model) != architecture(init_model) or (init_model.config.lr_interval_input and not model.config.lr_interval_input):
+    regime = lambda m: tuple(getattr(m.config, k) for k in _REGIME_FIELDS)  # noqa: E731
+    if architecture(model) != architecture(init_model) or (init_model.config.lr_interval_input and regime(model) != regime(init_model)):
         raise ValueError(f"cannot start meta-training from a model with config {init_model.config}; the recipe builds {model.config}")
     missing, _ = model.load_state_dict(init_model.state_dict(), strict=False)
     with torch.no_grad():
@@ -341,11 +353,19 @@ def metatrain(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = NiNoModel(config.nino_config(), edge_chunk=None)
+    resuming = ckpt_path.is_file() and not restart
     if init_model is not None:
         _start_from(model, init_model)
+    elif config.trainable == "regime" and not resuming:
+        raise ValueError("MetaTrainConfig.trainable='regime' adapts a trained model: pass init_model (command line: --init-from DIR)")
     model.train()
+    if config.trainable == "regime":  # the regime adapter: everything else stays as init_model had it
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(("lr_interval_", "regime_delta.")))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim < 2 or "embed" in name or "wte" in name else decay).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.wd}, {"params": no_decay, "weight_decay": 0.0}],
@@ -384,7 +404,7 @@ def metatrain(
         "best": None,
     }
     best_state: dict[str, torch.Tensor] | None = None
-    if ckpt_path.is_file() and not restart:
+    if resuming:
         blob = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if blob.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{ckpt_path}: unsupported checkpoint version {blob.get('version')!r}")
@@ -479,7 +499,7 @@ def metatrain(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=state["step"], desc="meta-train", mininterval=1.0, unit="step")
-    params = [p for p in model.parameters()]
+    params = [p for p in model.parameters() if p.requires_grad]
     try:
         while state["step"] < config.steps:
             step = state["step"]

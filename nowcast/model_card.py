@@ -88,6 +88,21 @@ def write_model_card(
             "--lr-interval` take it explicitly.",
             "",
         ]
+    if ncfg.lr_interval_ceiling is not None:
+        ceiling = f"{ncfg.lr_interval_ceiling:g}"
+        lines += [
+            f"At and above `lr_interval` {ceiling} the regime term is absent"
+            + (
+                f" and the model is, bit for bit, the network it adapts; below, every weight reads `θ + gate · Δθ` with "
+                f"`gate = log10({ceiling} / lr_interval)` and offsets `Δθ` learned from the data below (a regime adapter; "
+                "`docs/metatraining.md`)."
+                if ncfg.regime_adapter else "."
+            ),
+            "",
+        ]
+    if cfg.trainable == "regime":
+        start = (recipe or {}).get("init_from") or "a trained checkpoint"
+        lines += [f"Only the regime parameters were trained; everything else is `{start}`'s, unchanged.", ""]
     if recipe and recipe.get("description"):
         lines += [f"Recipe `{name}`: {recipe['description']}.", ""]
     lines += [

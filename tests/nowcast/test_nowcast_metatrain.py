@@ -205,6 +205,44 @@ def test_fine_tuning_starts_from_the_given_weights(dataset, tmp_path):
         metatrain(dataset, tmp_path / "bad", small(hid=16), progress=False, init_model=base)
 
 
+def test_a_regime_adapter_trains_only_its_offsets_and_resumes_exactly(dataset, tmp_path):
+    """``trainable="regime"`` from a trained model: the model's own weights stay bit for bit, the
+    offsets learn, predictions at and above the ceiling are the base model's, and an interrupted
+    run resumes to the same weights."""
+    base = metatrain(dataset, tmp_path / "base", small(), progress=False).model
+    cfg = small(lr_interval_input=True, lr_interval_ceiling=0.2, regime_adapter=True, trainable="regime", steps=8)
+    with pytest.raises(ValueError, match="pass init_model"):
+        metatrain(dataset, tmp_path / "alone", cfg, progress=False)
+    with pytest.raises(ValueError, match="trainable must be one of"):
+        small(trainable="decoder")
+    with pytest.raises(ValueError, match="set lr_interval_input=True"):
+        small(trainable="regime")
+    whole = metatrain(dataset, tmp_path / "whole", cfg, progress=False, init_model=base)
+    adapted = whole.model
+    for name, p in base.named_parameters():
+        assert torch.equal(adapted.get_parameter(name), p), f"{name} moved"
+    assert any(float(d.detach().abs().max()) > 0 for d in adapted.regime_delta.values())
+    item = dataset[0]  # digits, states every 20 steps at lr 1e-3: lr_interval 0.02, below the ceiling
+    with torch.no_grad():
+        reference = base(item.data, [1, 4])
+        below = adapted(item.data, [1, 4])
+        item.data.lr_interval = 0.2
+        assert torch.equal(adapted(item.data, [1, 4]), reference)
+    assert not torch.allclose(below, reference)
+
+    def kill(step, model):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        metatrain(dataset, tmp_path / "split", cfg, progress=False, init_model=base, step_callback=kill)
+    resumed = metatrain(dataset, tmp_path / "split", cfg, progress=False, init_model=base)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    card = (export(whole, tmp_path / "ckpt", recipe={"name": "unit", "init_from": "base"}) / "MODEL_CARD.md").read_text()
+    assert "bit for bit, the network it adapts" in card and "everything else is `base`'s" in card
+
+
 def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     from nowcast.cli import main
 
