@@ -25,6 +25,7 @@ __all__ = [
     "find_dataset",
     "read_idx",
     "load_fashion_mnist",
+    "load_mnist_test",
     "load_digits",
     "load_text",
     "word_tokens",
@@ -119,6 +120,19 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, n
         if len(out[f"{split}_x"]) != len(out[f"{split}_y"]):
             raise ValueError(f"FashionMNIST in {d}: {split} images and labels differ in number")
     return out
+
+
+MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def load_mnist_test(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The 10k MNIST test images as uint8 ``(images [10000, 28, 28], labels [10000])`` (the
+    training images are not needed by any task)."""
+    d = find_dataset("mnist", MNIST_TEST_FILES, data_dir)
+    images, labels = (read_idx(d / f) for f in MNIST_TEST_FILES)
+    if len(images) != len(labels):
+        raise ValueError(f"MNIST in {d}: images and labels differ in number")
+    return images, labels
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:

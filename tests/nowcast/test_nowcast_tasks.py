@@ -67,6 +67,28 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     assert overlap < 5  # the dataset itself holds a few duplicate images
 
 
+def test_mnist8_pools_the_mnist_test_images_to_8x8_with_a_fixed_stratified_split():
+    from nowcast.tasks.data import load_mnist_test
+
+    try:
+        images, labels = load_mnist_test()
+    except DataNotFoundError:
+        pytest.skip("MNIST test files not available")
+    data = get_task("mnist8").load_data(None)
+    assert data.train_x.shape == (8000, 1, 8, 8) and data.val_x.shape == (2000, 1, 8, 8)
+    assert torch.bincount(data.val_y, minlength=10).tolist() == [200] * 10
+    assert len(data.train_y) + len(data.val_y) == len(labels) == 10_000
+    # each image is a 3x3-pooled crop of an MNIST test image, standardised by one affine map
+    pooled = (images[:, 2:26, 2:26].astype(np.float64) / 255.0).reshape(-1, 8, 3, 8, 3).mean(axis=(2, 4)).reshape(-1, 64)
+    ours = torch.cat([data.train_x, data.val_x]).flatten(1).double().numpy()
+    offset = ours.min()  # a blank pixel (0 before standardising)
+    slope = (ours.max() - offset) / pooled.max()
+    for row in ours[:: 499]:
+        assert np.abs(pooled - (row - offset) / slope).max(axis=1).min() < 1e-4
+    assert float(data.train_x.mean()) == pytest.approx(0.0, abs=1e-4) and float(data.train_x.std()) == pytest.approx(1.0, abs=1e-3)
+    assert get_task("mnist8").target == 0.92 and not get_task("mnist8").in_distribution
+
+
 def test_classification_batches_are_seeded_epochs():
     data = get_task("digits").load_data(None)
     a, b, c = (list(zip(range(12), data.batches(s))) for s in (0, 0, 1))
