@@ -141,7 +141,7 @@ class MetaTrainConfig:
         if self.trainable not in TRAINABLE:
             raise ValueError(f"MetaTrainConfig.trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         if self.trainable == "regime" and not self.lr_interval_input:
-            raise ValueError("MetaTrainConfig.trainable='regime' trains only the regime maps: set lr_interval_input=True")
+            raise ValueError("MetaTrainConfig.trainable='regime' trains only the regime parameters (maps and adapter offsets): set lr_interval_input=True")
         self.nino_config()  # validates lr_interval_ceiling
         if self.horizon_weighting not in HORIZON_WEIGHTINGS:
             raise ValueError(f"MetaTrainConfig.horizon_weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}, got {self.horizon_weighting!r}")
@@ -290,7 +290,7 @@ def _check_resumable(saved: Mapping[str, Any], config: MetaTrainConfig, path: Pa
 
 # ------------------------------------------------------------------------------------- training
 def _start_from(model: NiNoModel, init_model: NiNoModel) -> None:
-    """Copy ``init_model``'s weights into ``model``; regime maps it lacks start at zero."""
+    """Copy ``init_model``'s weights into ``model``; regime maps and offsets it lacks start at zero."""
     def architecture(m: NiNoModel) -> dict[str, Any]:
         return {k: v for k, v in m.config.to_dict().items() if k not in _REGIME_FIELDS}
 
