@@ -294,7 +294,10 @@ def _start_from(model: NiNoModel, init_model: NiNoModel) -> None:
     def architecture(m: NiNoModel) -> dict[str, Any]:
         return {k: v for k, v in m.config.to_dict().items() if k not in _REGIME_FIELDS}
 
-    regime = lambda m: tuple(getattr(m.config, k) for k in _REGIME_FIELDS)  # noqa: E731
+    def regime(m: NiNoModel) -> tuple[Any, ...]:
+        return tuple(getattr(m.config, k) for k in _REGIME_FIELDS)
+
+    # an unconditioned model may start any regime variant; a conditioned one only its own
     if architecture(model) != architecture(init_model) or (init_model.config.lr_interval_input and regime(model) != regime(init_model)):
         raise ValueError(f"cannot start meta-training from a model with config {init_model.config}; the recipe builds {model.config}")
     missing, _ = model.load_state_dict(init_model.state_dict(), strict=False)
