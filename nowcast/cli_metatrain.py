@@ -73,6 +73,8 @@ def _plan(recipe: Any, workers: int) -> str:
     ]
     if unknown:
         lines.append(f"(no cost estimate for {', '.join(unknown)})")
+    if recipe.init_from:
+        lines.append(f"meta-training starts from the checkpoint {recipe.init_from} (it must exist; --init-from DIR to use another)")
     return "\n".join(lines)
 
 

@@ -267,7 +267,7 @@ def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
 def test_dry_run_plans_without_doing_anything(tmp_path, capsys):
     from nowcast.cli import main
     from nowcast.cli_metatrain import _plan
-    from nowcast.collect import Recipe
+    from nowcast.collect import Recipe, get_recipe
 
     assert main(["build-checkpoint", "--recipe", "nino-cpu", "--out", str(tmp_path / "c"), "--work", str(tmp_path / "w"), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -280,6 +280,9 @@ def test_dry_run_plans_without_doing_anything(tmp_path, capsys):
 
     # saving states every 40 steps validates 5 times as often as every 200 steps, and costs it
     assert collection_minutes(40) > collection_minutes(200) + 3
+    # a recipe that adapts a checkpoint says which one it needs
+    assert "starts from the checkpoint checkpoints/nino-cpu" in _plan(get_recipe("nino-cpu-adapter"), workers=2)
+    assert "starts from the checkpoint" not in _plan(get_recipe("nino-cpu"), workers=2)
 
 
 def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys):
