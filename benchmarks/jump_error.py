@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from nowcast.checkpoint import load
-from nowcast.jump_error import jump_errors
+from nowcast.jump_error import jump_errors, load_comparable
 from nowcast.metadataset import MetaDataset
 
 
@@ -36,11 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.trajectories)
     sources = [root / r.strip() for r in args.runs.split(",")] if args.runs else root
     try:
-        models = {Path(c.strip()).stem or c: load(c.strip()) for c in args.checkpoints.split(",") if c.strip()}
-        shapes = {(m.config.ctx, m.config.seq_len) for m in models.values()}
-        if len(shapes) != 1:
-            raise ValueError(f"the checkpoints differ in (ctx, seq_len): {sorted(shapes)}; compare like with like")
-        ctx, seq_len = shapes.pop()
+        models, ctx, seq_len = load_comparable(c.strip() for c in args.checkpoints.split(",") if c.strip())
         dataset = MetaDataset(sources, ctx=ctx, seq_len=seq_len)
         result = jump_errors(models, dataset)
     except (FileNotFoundError, ValueError) as exc:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from nowcast.checkpoint import load
+from nowcast.jump_error import load_comparable
 from nowcast.jump_landing import jump_landings
 from nowcast.metadataset import MetaDataset
 from nowcast.tasks import DataNotFoundError
@@ -39,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.trajectories)
     sources = [root / r.strip() for r in args.runs.split(",")] if args.runs else root
     try:
-        models = {Path(c.strip()).stem or c: load(c.strip()) for c in args.checkpoints.split(",") if c.strip()}
-        shapes = {(m.config.ctx, m.config.seq_len) for m in models.values()}
-        if len(shapes) != 1:
-            raise ValueError(f"the checkpoints differ in (ctx, seq_len): {sorted(shapes)}; compare like with like")
-        ctx, seq_len = shapes.pop()
+        models, ctx, seq_len = load_comparable(c.strip() for c in args.checkpoints.split(",") if c.strip())
         result = jump_landings(models, MetaDataset(sources, ctx=ctx, seq_len=seq_len), data_dir=args.data_dir)
     except (FileNotFoundError, DataNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

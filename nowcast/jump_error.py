@@ -16,17 +16,32 @@ costs seconds and ranks checkpoints the way steps-to-target does on the cases we
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from .metadataset import MetaDataset, WindowItem
 from .optim import horizon_schedule
 
-__all__ = ["JumpErrors", "JumpScore", "jump_errors", "jump_windows"]
+__all__ = ["JumpErrors", "JumpScore", "jump_errors", "jump_windows", "load_comparable"]
 
 Predictor = Callable[..., torch.Tensor]
+
+
+def load_comparable(paths: Iterable[str]) -> tuple[dict[str, Any], int, int]:
+    """Load checkpoints to compare on the same windows: ``({name: model}, ctx, seq_len)``, each
+    named after its file or folder; they must share ``(ctx, seq_len)``."""
+    from .checkpoint import load
+
+    models = {Path(p).stem or p: load(p) for p in paths}
+    shapes = {(m.config.ctx, m.config.seq_len) for m in models.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"the checkpoints differ in (ctx, seq_len): {sorted(shapes)}; compare like with like")
+    ctx, seq_len = shapes.pop()
+    return models, ctx, seq_len
 
 
 def jump_windows(dataset: MetaDataset) -> list[tuple[int, int, int]]:

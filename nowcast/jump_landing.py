@@ -119,12 +119,11 @@ def jump_landings(
         traj = dataset.trajectories[window.traj]
         inputs, futures, _ = dataset.window_states(index)
         values = {LAST: score(traj, inputs[:, -1]), FUTURE: score(traj, futures[:, k - 1])}
-        graph = dataset[index].graph
-        regime = dataset.lr_interval(window.traj)
+        graph = dataset.graph_info(window.traj).graph
+        regime = dataset.lr_interval(window.traj)  # predict() hands it only to predictors that read it
         for name, predictor in predictors.items():
-            conditioned = bool(getattr(getattr(predictor, "config", None), "lr_interval_input", False))
             with torch.no_grad():
-                landed = predict(graph, inputs, k, predictor, lr_interval=regime if conditioned else None)
+                landed = predict(graph, inputs, k, predictor, lr_interval=regime)
             values[name] = score(traj, landed) if torch.isfinite(landed).all() else float("nan")
         result.rows.append((traj.run_id, j, k, values))
         log.info("%s jump %d (k=%d): %s", traj.run_id, j, k, values)
