@@ -23,7 +23,9 @@ METATRAIN = "metatrain"
 GRAPHS = "graphs"
 RECIPE_FILE = "recipe.json"
 
-_OVERRIDES = ("hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "select", "seed", "checkpoint_every", "eval_every")
+_OVERRIDES = (
+    "hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "landing_weight", "select", "seed", "checkpoint_every", "eval_every",
+)
 
 
 # Planning estimates (seconds, one free core, torch 1 thread; measured on the project's 2-core
@@ -204,7 +206,7 @@ def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: di
         init = load(init)
     result = metatrain(
         dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart, val_dataset=val_dataset,
-        init_model=init,
+        init_model=init, data_dir=getattr(args, "data_dir", None),
     )
     timings = dict(timings)
     used = [t.path for t in dataset.trajectories] + ([t.path for t in val_dataset.trajectories] if val_dataset is not None else [])
@@ -297,7 +299,11 @@ def _add_metatrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wd", type=float, default=None)
     g.add_argument("--warmup", type=int, default=None)
     g.add_argument("--horizon-weighting", choices=("window", "target"), default=None, help="how a window's horizons are averaged in the loss")
-    g.add_argument("--select", choices=("val_loss", "val_jump"), default=None, help="validation metric that selects the exported weights")
+    g.add_argument(
+        "--landing-weight", type=float, default=None,
+        help="weight of the landing term: the excess task loss where each window's farthest prediction lands (needs the tasks' data)",
+    )
+    g.add_argument("--select", choices=("val_loss", "val_jump", "val_landing"), default=None, help="validation metric that selects the exported weights")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--checkpoint-every", type=int, default=None)
     g.add_argument("--eval-every", type=int, default=None)
@@ -342,6 +348,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(default: the recipe's validation runs)",
     )
     m.add_argument("--out", required=True, help="checkpoint folder to write")
+    m.add_argument("--data-dir", default=None, help="folder holding the datasets (for the landing term)")
     m.add_argument(
         "--init-from", default=None,
         help="fine-tune: start from this checkpoint's weights (same architecture; a regime-conditioned recipe may start "

@@ -40,6 +40,7 @@ import torch
 
 from .config import NiNoConfig
 from .jump_error import JumpScore
+from .landing_loss import LandingLoss, LandingScore
 from .metadataset import MetaDataset, WindowItem
 from .model import NiNoModel
 
@@ -60,7 +61,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.json"
 CHECKPOINT_VERSION = 1
 HORIZON_WEIGHTINGS = ("window", "target")
-SELECTION_METRICS = ("val_loss", "val_jump")
+SELECTION_METRICS = ("val_loss", "val_jump", "val_landing")
 TRAINABLE = ("all", "regime")
 _REGIME_FIELDS = ("lr_interval_input", "lr_interval_ceiling", "regime_adapter")
 
@@ -92,6 +93,13 @@ class MetaTrainConfig:
     ``max_bad_steps`` consecutive skipped batches trigger a rollback with the learning rate
     multiplied by ``lr_backoff``.
 
+    Landing term: with ``landing_weight > 0`` every window's loss also gets ``landing_weight``
+    times the excess task loss of the network its prediction at its farthest recorded horizon
+    lands on (:class:`nowcast.landing_loss.LandingLoss`: the task network run on one of the task's
+    training batches, minus the loss of the recorded state; it needs the tasks' data). Validation
+    then also records ``val_landing``, the same excess at the jumps the wrapper would make along
+    the validation runs (:class:`nowcast.landing_loss.LandingScore`), which ``select`` may name.
+
     The defaults fit a 2-core CPU: at hid 64 one window's forward + backward over all 40
     horizons costs about 20 ms of CPU time on the FM/16 graph (2k edges) and 190-220 ms on the
     Shakespeare GPT graphs (27-33k edges); hid 128 costs 2.5-3x more (``docs/metatraining.md``).
@@ -107,6 +115,7 @@ class MetaTrainConfig:
     lr_interval_ceiling: float | None = None
     regime_adapter: bool = False
     trainable: str = "all"
+    landing_weight: float = 0.0
     steps: int = 8000
     batch: int = 4
     lr: float = 3e-3
@@ -145,6 +154,10 @@ class MetaTrainConfig:
         self.nino_config()  # validates lr_interval_ceiling
         if self.horizon_weighting not in HORIZON_WEIGHTINGS:
             raise ValueError(f"MetaTrainConfig.horizon_weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}, got {self.horizon_weighting!r}")
+        if isinstance(self.landing_weight, bool) or not isinstance(self.landing_weight, (int, float)) or not 0 <= self.landing_weight < math.inf:
+            raise ValueError(f"MetaTrainConfig.landing_weight must be a non-negative number, got {self.landing_weight!r}")
+        if self.select == "val_landing" and not self.landing_weight:
+            raise ValueError("MetaTrainConfig.select='val_landing' scores the landing term: set landing_weight > 0")
         if not (self.lr > 0 and self.clip > 0 and 0 < self.lr_backoff < 1 and 0 <= self.min_lr_ratio <= 1 and self.wd >= 0):
             raise ValueError("MetaTrainConfig: need lr > 0, clip > 0, 0 < lr_backoff < 1, 0 <= min_lr_ratio <= 1, wd >= 0")
 
@@ -191,6 +204,14 @@ def window_loss(model: NiNoModel, item: WindowItem, weighting: str = "window") -
     (window, horizon) target weighs the same; far horizons, which only early windows reach, keep
     their share).
     """
+    return window_terms(model, item, weighting)[0]
+
+
+def window_terms(
+    model: NiNoModel, item: WindowItem, weighting: str = "window", landing: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`window_loss` and, with ``landing``, ``landing(predicted state [E, F], horizon)`` of
+    the prediction at the window's farthest recorded horizon, from one forward pass."""
     if weighting not in HORIZON_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}; got {weighting!r}")
     horizons = torch.nonzero(item.horizon_mask).flatten()
@@ -202,7 +223,8 @@ def window_loss(model: NiNoModel, item: WindowItem, weighting: str = "window") -
     err = (out - item.last.unsqueeze(-1) - target).abs()
     weight = item.slot_mask.unsqueeze(-1).to(err.dtype)
     n_horizons = horizons.numel() if weighting == "window" else item.seq_len
-    return (err * weight).sum() / (weight.sum() * n_horizons)
+    l1 = (err * weight).sum() / (weight.sum() * n_horizons)
+    return l1, (None if landing is None else landing(out[:, :, -1], int(horizons[-1]) + 1))
 
 
 @torch.no_grad()
@@ -318,6 +340,7 @@ def metatrain(
     step_callback: Callable[[int, NiNoModel], None] | None = None,
     val_dataset: MetaDataset | None = None,
     init_model: NiNoModel | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> MetaTrainResult:
     """Train (or continue training) a NiNo model on ``dataset``.
 
@@ -341,6 +364,7 @@ def metatrain(
             regime-conditioned config may start from an unconditioned model: the regime maps
             then start at zero, so the first predictions are ``init_model``'s. Ignored when a
             checkpoint is resumed.
+        data_dir: where the tasks' data live, for the landing term (default: the usual search path).
     """
     config = config or MetaTrainConfig()
     work = Path(work_dir)
@@ -387,6 +411,13 @@ def metatrain(
         n_val = min(config.val_windows, len(val_dataset))
         val_ids = torch.randperm(len(val_dataset), generator=torch.Generator().manual_seed(config.seed + 2))[:n_val].tolist()
     jump_score = JumpScore(val_dataset) if val_ids else None
+    landing = LandingLoss(data_dir=data_dir, seed=config.seed) if config.landing_weight else None
+    landing_score = LandingScore(val_dataset, landing) if landing is not None and val_ids else None
+    if config.select == "val_landing" and (landing_score is None or not landing_score.pairs):
+        raise ValueError(
+            "select='val_landing' needs validation trajectories long enough for a jump's target to be recorded "
+            "(see nowcast.jump_error); use select='val_loss' or longer validation runs"
+        )
     if config.select == "val_jump" and (jump_score is None or not jump_score.pairs):
         raise ValueError(
             "select='val_jump' needs validation trajectories long enough for a jump's target to be recorded "
@@ -402,7 +433,10 @@ def metatrain(
         "rollbacks": 0,
         "wall_s": 0.0,
         "history": {"step": [], "loss": [], "lr": [], "grad_norm": []},
-        "evals": {"step": [], "loss": [], **({"val_loss": [], "val_jump": []} if val_ids else {})},
+        "evals": {
+            "step": [], "loss": [], **({"val_loss": [], "val_jump": []} if val_ids else {}),
+            **({"val_landing": []} if landing_score is not None else {}),
+        },
         "baselines": {},
         "best": None,
     }
@@ -462,6 +496,8 @@ def metatrain(
         if val_ids:
             measured["val_loss"] = mean_loss(val_dataset, val_ids)
             measured["val_jump"] = jump_score(model) if jump_score.pairs else None
+        if landing_score is not None:
+            measured["val_landing"] = landing_score(model) if landing_score.pairs else None
         model.train(was)
         evals = state["evals"]
         evals["step"].append(done)
@@ -470,13 +506,14 @@ def metatrain(
         if not val_ids:
             log.info("meta-training step %d: eval loss %.4f", done, evals["loss"][-1])
             return
-        now = {name: evals[name][-1] for name in SELECTION_METRICS}
+        now = {name: evals[name][-1] for name in SELECTION_METRICS if name in evals}
         if state["best"] is None or now[config.select] < state["best"][config.select]:
             state["best"] = {"step": done, **now}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         log.info(
-            "meta-training step %d: eval loss %.4f, validation loss %.4f, validation jump error %s (best %s %.4f at step %d)",
+            "meta-training step %d: eval loss %.4f, validation loss %.4f, validation jump error %s%s (best %s %.4f at step %d)",
             done, evals["loss"][-1], now["val_loss"], "-" if now["val_jump"] is None else f"{now['val_jump']:.4f}",
+            "" if now.get("val_landing") is None else f", validation landing excess {now['val_landing']:.4f}",
             config.select, state["best"][config.select], state["best"]["step"],
         )
 
@@ -511,9 +548,18 @@ def metatrain(
                 group["lr"] = lr
             ids = torch.randint(len(dataset), (config.batch,), generator=sampler).tolist()
             optimizer.zero_grad(set_to_none=True)
-            total, finite = 0.0, True
-            for i in ids:
-                loss = window_loss(model, dataset[i], config.horizon_weighting) / config.batch
+            total, landed, finite = 0.0, 0.0, True
+            for j, i in enumerate(ids):
+                item = dataset[i]
+                meta = dataset.trajectories[item.window.traj].meta
+                term = None if landing is None else (
+                    lambda out, k, item=item, meta=meta, key=step * config.batch + j: landing(item, out, meta, horizon=k, key=key)
+                )
+                loss, excess = window_terms(model, item, config.horizon_weighting, term)
+                if excess is not None:
+                    landed += float(excess.detach()) / config.batch
+                    loss = loss + config.landing_weight * excess
+                loss = loss / config.batch
                 if loss_hook is not None:
                     loss = loss_hook(step, loss)
                 if not bool(torch.isfinite(loss)):
@@ -534,6 +580,8 @@ def metatrain(
                 hist["loss"].append(total)
                 hist["lr"].append(lr)
                 hist["grad_norm"].append(grad_norm)
+                if landing is not None:
+                    hist.setdefault("landing", []).append(landed)
             else:
                 optimizer.zero_grad(set_to_none=True)
                 state["nan_skips"] += 1
