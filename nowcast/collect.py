@@ -243,6 +243,25 @@ RECIPES: dict[str, Recipe] = {
         workers=2,
         init_from="checkpoints/nino-cpu",
     ),
+    "nino-cpu-mixed-adapter": Recipe(
+        name="nino-cpu-mixed-adapter",
+        description=(
+            "the mirror of nino-cpu-adapter, for checkpoints/nino-cpu-mixed: its 12 long-regime FM/16 runs (states every "
+            "200 steps, lr_interval 0.6 to 1.8) train zero-initialised offsets of every weight, scaled by "
+            "log10(lr_interval / 0.6) above lr_interval 0.6 and absent at and below it, so the model is exactly "
+            "nino-cpu-mixed in every shorter regime (digits', WikiText-2's, Tiny Shakespeare's); nino-cpu-mixed's own "
+            "weights stay frozen"
+        ),
+        runs=_NINO_CPU_RUNS[:12],
+        val_runs=_NINO_CPU_VAL[:1],
+        metatrain={
+            "hid": 64, "lr_interval_input": True, "lr_interval_floor": 0.6, "regime_adapter": True, "trainable": "regime",
+            "steps": 1_500, "batch": 4, "lr": 1e-3, "warmup": 50, "checkpoint_every": 100, "eval_every": 100,
+            "val_windows": 64, "select": "val_jump",
+        },
+        workers=2,
+        init_from="checkpoints/nino-cpu-mixed",
+    ),
     "tiny": Recipe(
         name="tiny",
         description="smoke test: one short FM/16 run and one short Shakespeare 3-24 run, 50 meta-training steps",

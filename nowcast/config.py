@@ -63,11 +63,15 @@ class NiNoConfig:
             maps have no bias, so the model is *exactly* its unconditioned self in every regime at
             or above the ceiling and only adapts below it (a regime adapter for a trained model,
             ``docs/metatraining.md``). ``None`` (default): ``log10(lr_interval)`` with biased maps.
-        regime_adapter: with ``lr_interval_ceiling``, also give every network parameter ``θ`` a
+        lr_interval_floor: the mirror of ``lr_interval_ceiling``: the feature becomes
+            ``log10(max(lr_interval, floor) / floor)``, so the model is exactly its unconditioned
+            self at and *below* the floor and only adapts above it. At most one of the two.
+        regime_adapter: with ``lr_interval_ceiling`` (or ``lr_interval_floor``), also give every network parameter ``θ`` a
             zero-initialised offset ``Δθ`` used as ``θ + gate · Δθ``, ``gate = log10(ceiling /
             min(lr_interval, ceiling))``: 0 at and above the ceiling (where the model is exactly
             the network without offsets), growing as the regime gets shorter. Doubles the
             parameters; lets a trained model learn shorter regimes without changing it on its own.
+            With a floor, ``gate = log10(max(lr_interval, floor) / floor)``: longer regimes.
     """
 
     ctx: int = 5
@@ -84,6 +88,7 @@ class NiNoConfig:
     mlp_layers: int = 4
     lr_interval_input: bool = False
     lr_interval_ceiling: float | None = None
+    lr_interval_floor: float | None = None
     regime_adapter: bool = False
 
     def __post_init__(self) -> None:
@@ -100,14 +105,23 @@ class NiNoConfig:
                 raise ValueError(f"NiNoConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.gnn and self.lpe == 0 and not self.wte_pos_enc:
             raise ValueError("a GNN NiNo model needs node features: set lpe > 0 or wte_pos_enc=True")
-        ceiling = self.lr_interval_ceiling
-        if ceiling is not None:
-            if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0 < ceiling < math.inf:
-                raise ValueError(f"NiNoConfig.lr_interval_ceiling must be a positive number or None, got {ceiling!r}")
+        for name in ("lr_interval_ceiling", "lr_interval_floor"):
+            bound = getattr(self, name)
+            if bound is None:
+                continue
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < math.inf:
+                raise ValueError(f"NiNoConfig.{name} must be a positive number or None, got {bound!r}")
             if not self.lr_interval_input:
-                raise ValueError("NiNoConfig.lr_interval_ceiling needs lr_interval_input=True")
-        if self.regime_adapter and ceiling is None:
-            raise ValueError("NiNoConfig.regime_adapter needs lr_interval_input=True and an lr_interval_ceiling")
+                raise ValueError(f"NiNoConfig.{name} needs lr_interval_input=True")
+        if self.lr_interval_ceiling is not None and self.lr_interval_floor is not None:
+            raise ValueError("NiNoConfig: give lr_interval_ceiling or lr_interval_floor, not both")
+        if self.regime_adapter and self.regime_bound is None:
+            raise ValueError("NiNoConfig.regime_adapter needs lr_interval_input=True and an lr_interval_ceiling or lr_interval_floor")
+
+    @property
+    def regime_bound(self) -> float | None:
+        """The ceiling or floor beyond which the regime terms vanish (None: neither)."""
+        return self.lr_interval_ceiling if self.lr_interval_ceiling is not None else self.lr_interval_floor
 
     @property
     def num_edge_updates(self) -> int:

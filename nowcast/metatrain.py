@@ -63,7 +63,7 @@ CHECKPOINT_VERSION = 1
 HORIZON_WEIGHTINGS = ("window", "target")
 SELECTION_METRICS = ("val_loss", "val_jump", "val_landing")
 TRAINABLE = ("all", "regime")
-_REGIME_FIELDS = ("lr_interval_input", "lr_interval_ceiling", "regime_adapter")
+_REGIME_FIELDS = ("lr_interval_input", "lr_interval_ceiling", "lr_interval_floor", "regime_adapter")
 
 # fields that may change between a run and its resumption (they do not change the math)
 _RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "eval_every", "eval_windows"})
@@ -113,6 +113,7 @@ class MetaTrainConfig:
     max_feat_size: int = 9
     lr_interval_input: bool = False
     lr_interval_ceiling: float | None = None
+    lr_interval_floor: float | None = None
     regime_adapter: bool = False
     trainable: str = "all"
     landing_weight: float = 0.0
@@ -151,7 +152,7 @@ class MetaTrainConfig:
             raise ValueError(f"MetaTrainConfig.trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         if self.trainable == "regime" and not self.lr_interval_input:
             raise ValueError("MetaTrainConfig.trainable='regime' trains only the regime parameters (maps and adapter offsets): set lr_interval_input=True")
-        self.nino_config()  # validates lr_interval_ceiling
+        self.nino_config()  # validates lr_interval_ceiling / lr_interval_floor
         if self.horizon_weighting not in HORIZON_WEIGHTINGS:
             raise ValueError(f"MetaTrainConfig.horizon_weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}, got {self.horizon_weighting!r}")
         if isinstance(self.landing_weight, bool) or not isinstance(self.landing_weight, (int, float)) or not 0 <= self.landing_weight < math.inf:
@@ -166,7 +167,7 @@ class MetaTrainConfig:
         return NiNoConfig(
             ctx=self.ctx, hid=self.hid, layers=self.layers, gnn=True, max_feat_size=self.max_feat_size,
             seq_len=self.seq_len, lpe=self.lpe, wte_pos_enc=False, lr_interval_input=self.lr_interval_input,
-            lr_interval_ceiling=self.lr_interval_ceiling, regime_adapter=self.regime_adapter,
+            lr_interval_ceiling=self.lr_interval_ceiling, lr_interval_floor=self.lr_interval_floor, regime_adapter=self.regime_adapter,
         )
 
     def to_dict(self) -> dict[str, Any]:

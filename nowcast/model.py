@@ -92,7 +92,7 @@ class NiNoModel(nn.Module):
         if cfg.edge_types > 0:
             self.layer_embed = nn.Embedding(cfg.edge_types, cfg.hid)
         if cfg.lr_interval_input:
-            biased = cfg.lr_interval_ceiling is None  # with a ceiling the term must vanish above it
+            biased = cfg.regime_bound is None  # with a ceiling (floor) the term must vanish above (below) it
             self.lr_interval_edge = nn.Linear(1, cfg.hid, bias=biased)
             if cfg.gnn:
                 self.lr_interval_node = nn.Linear(1, cfg.hid, bias=biased)
@@ -225,7 +225,8 @@ class NiNoModel(nn.Module):
 
     def _lr_interval_feature(self, data: Any) -> torch.Tensor | None:
         """``[1]``: ``log10(data.lr_interval)`` (``log10(min(lr_interval, ceiling) / ceiling)`` with
-        ``config.lr_interval_ceiling``), or None for a model without that input."""
+        ``config.lr_interval_ceiling``, ``log10(max(lr_interval, floor) / floor)`` with
+        ``config.lr_interval_floor``), or None for a model without that input."""
         if not self.config.lr_interval_input:
             return None
         value = getattr(data, "lr_interval", None)
@@ -236,19 +237,26 @@ class NiNoModel(nn.Module):
                 "this model is conditioned on the training regime: data.lr_interval must be the base "
                 f"optimizer's learning rate times the steps between two input states (a positive number), got {value!r}"
             )
-        ceiling = self.config.lr_interval_ceiling
-        feature = math.log10(value) if ceiling is None else math.log10(min(value, ceiling) / ceiling)
+        ceiling, floor = self.config.lr_interval_ceiling, self.config.lr_interval_floor
+        if ceiling is not None:
+            feature = math.log10(min(value, ceiling) / ceiling)
+        elif floor is not None:
+            feature = math.log10(max(value, floor) / floor)
+        else:
+            feature = math.log10(value)
         return torch.tensor([feature], dtype=self._dtype, device=self._device)
 
     @contextmanager
     def _regime_adapted(self, data: Any) -> Iterator[None]:
-        """With ``config.regime_adapter`` and a regime below the ceiling, the network's parameters
-        read as ``θ + gate · Δθ`` inside the block (differentiable in both); otherwise a no-op, so
-        the model at or above the ceiling is bit for bit the network without offsets."""
+        """With ``config.regime_adapter`` and a regime below the ceiling (above the floor), the
+        network's parameters read as ``θ + gate · Δθ`` inside the block (differentiable in both);
+        otherwise a no-op, so the model at or beyond the bound is bit for bit the network without
+        offsets."""
         if not self.config.regime_adapter:
             yield
             return
-        gate = -self._lr_interval_feature(data)  # log10(ceiling / min(lr_interval, ceiling)) >= 0
+        feature = self._lr_interval_feature(data)  # <= 0 under a ceiling, >= 0 over a floor
+        gate = -feature if self.config.lr_interval_ceiling is not None else feature
         if float(gate) == 0.0:
             yield
             return

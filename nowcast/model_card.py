@@ -88,14 +88,16 @@ def write_model_card(
             "--lr-interval` take it explicitly.",
             "",
         ]
-    if ncfg.lr_interval_ceiling is not None:
-        ceiling = f"{ncfg.lr_interval_ceiling:g}"
+    if ncfg.regime_bound is not None:
+        below = ncfg.lr_interval_ceiling is not None
+        bound = f"{ncfg.regime_bound:g}"
+        gate = f"log10({bound} / lr_interval)" if below else f"log10(lr_interval / {bound})"
         lines += [
-            f"At and above `lr_interval` {ceiling} the regime term is absent"
+            f"At and {'above' if below else 'below'} `lr_interval` {bound} the regime term is absent"
             + (
-                f" and the model is, bit for bit, the network it adapts; below, every weight reads `θ + gate · Δθ` with "
-                f"`gate = log10({ceiling} / lr_interval)` and offsets `Δθ` learned from the data below (a regime adapter; "
-                "`docs/metatraining.md`)."
+                f" and the model is, bit for bit, the network it adapts; {'below' if below else 'above'}, every weight reads "
+                f"`θ + gate · Δθ` with `gate = {gate}` and offsets `Δθ` learned from the data {'below' if below else 'above'} "
+                "(a regime adapter; `docs/metatraining.md`)."
                 if ncfg.regime_adapter else "."
             ),
             "",

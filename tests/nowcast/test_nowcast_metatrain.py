@@ -243,6 +243,23 @@ def test_a_regime_adapter_trains_only_its_offsets_and_resumes_exactly(dataset, t
     assert "bit for bit, the network it adapts" in card and "everything else is `base`'s" in card
 
 
+def test_a_floor_adapter_trains_above_its_floor_and_says_so_in_the_card(dataset, tmp_path):
+    """The mirror image: offsets scaled by log10(lr_interval / floor), the base model at and below the floor."""
+    base = metatrain(dataset, tmp_path / "base", small(), progress=False).model
+    cfg = small(lr_interval_input=True, lr_interval_floor=0.005, regime_adapter=True, trainable="regime", steps=8)
+    result = metatrain(dataset, tmp_path / "work", cfg, progress=False, init_model=base)
+    for name, p in base.named_parameters():
+        assert torch.equal(result.model.get_parameter(name), p), f"{name} moved"
+    item = dataset[0]  # lr_interval 0.02: above the floor
+    with torch.no_grad():
+        above = result.model(item.data, [1, 4])
+        item.data.lr_interval = 0.005
+        assert torch.equal(result.model(item.data, [1, 4]), base(item.data, [1, 4]))
+    assert not torch.allclose(above, base(item.data, [1, 4]))
+    card = (export(result, tmp_path / "ckpt", recipe={"name": "unit", "init_from": "base"}) / "MODEL_CARD.md").read_text()
+    assert "At and below `lr_interval` 0.005" in card and "log10(lr_interval / 0.005)" in card
+
+
 def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
     from nowcast.cli import main
 

@@ -28,7 +28,9 @@ def _history(graph: ng.NeuralGraph, seed: int = 0) -> torch.Tensor:
 
 def _plain_twin(model: NiNoModel, gate: float) -> NiNoModel:
     """An unconditioned model whose parameters are ``model``'s ``θ + gate · Δθ``."""
-    cfg = NiNoConfig.from_dict({**model.config.to_dict(), "lr_interval_input": False, "lr_interval_ceiling": None, "regime_adapter": False})
+    cfg = NiNoConfig.from_dict({
+        **model.config.to_dict(), "lr_interval_input": False, "lr_interval_ceiling": None, "lr_interval_floor": None, "regime_adapter": False,
+    })
     twin = NiNoModel(cfg)
     with torch.no_grad():
         for name, p in twin.named_parameters():
@@ -44,6 +46,11 @@ def test_config_checks() -> None:
     for bad in (0.0, -1.0, float("inf"), True, "0.2"):
         with pytest.raises(ValueError, match="lr_interval_ceiling must be a positive number"):
             NiNoConfig(lr_interval_input=True, lr_interval_ceiling=bad)
+    with pytest.raises(ValueError, match="not both"):
+        NiNoConfig(lr_interval_input=True, lr_interval_ceiling=0.2, lr_interval_floor=0.6)
+    for bad in (0.0, float("nan"), True):
+        with pytest.raises(ValueError, match="lr_interval_floor must be a positive number"):
+            NiNoConfig(lr_interval_input=True, lr_interval_floor=bad)
     cfg = NiNoConfig(hid=8, wte_pos_enc=False, lr_interval_input=True, lr_interval_ceiling=CEILING, regime_adapter=True)
     assert NiNoConfig.from_dict(cfg.to_dict()) == cfg
     model = NiNoModel(cfg)
@@ -137,3 +144,25 @@ def test_save_and_load_keep_the_offsets(tmp_path) -> None:
     states = _history(graph)
     for value in (0.04, 1.0):
         assert torch.equal(predict(graph, states, 3, loaded, lr_interval=value), predict(graph, states, 3, model, lr_interval=value))
+
+
+@pytest.mark.parametrize("gnn", [True, False], ids=["nino", "wnn+"])
+def test_a_floor_mirrors_the_ceiling(gnn: bool) -> None:
+    """``lr_interval_floor``: bit for bit the plain network at and below the floor (random non-zero
+    maps and offsets), ``θ + log10(x / floor) · Δθ`` above it."""
+    floor = 0.6
+    model = small_nino(gnn=gnn, lr_interval_input=True, lr_interval_floor=floor, regime_adapter=True)
+    assert model.lr_interval_edge.bias is None
+    graph = ng.convert(mlp((4, 8, 3)))
+    states = _history(graph)
+    plain = predict(graph, states, 3, _plain_twin(model, 0.0))
+    for value in (floor, 0.2, 0.04, 1e-4):
+        assert torch.equal(predict(graph, states, 3, model, lr_interval=value), plain)
+    assert not torch.allclose(predict(graph, states, 3, model, lr_interval=1.2), plain, atol=1e-4)
+    with torch.no_grad():
+        model.lr_interval_edge.weight.zero_()
+        if gnn:
+            model.lr_interval_node.weight.zero_()
+    for value in (1.2, 6.0):
+        twin = _plain_twin(model, math.log10(value / floor))
+        assert torch.allclose(predict(graph, states, 3, model, lr_interval=value), predict(graph, states, 3, twin), rtol=1e-5, atol=1e-5)
