@@ -413,17 +413,16 @@ def metatrain(
         val_ids = torch.randperm(len(val_dataset), generator=torch.Generator().manual_seed(config.seed + 2))[:n_val].tolist()
     jump_score = JumpScore(val_dataset) if val_ids else None
     landing = LandingLoss(data_dir=data_dir, seed=config.seed) if config.landing_weight else None
+    if landing is not None:  # load every task's data now: a missing dataset fails before any training
+        for task in sorted({t.meta["task"] for t in dataset.trajectories}):
+            landing.task(task)
     landing_score = LandingScore(val_dataset, landing) if landing is not None and val_ids else None
-    if config.select == "val_landing" and (landing_score is None or not landing_score.pairs):
-        raise ValueError(
-            "select='val_landing' needs validation trajectories long enough for a jump's target to be recorded "
-            "(see nowcast.jump_error); use select='val_loss' or longer validation runs"
-        )
-    if config.select == "val_jump" and (jump_score is None or not jump_score.pairs):
-        raise ValueError(
-            "select='val_jump' needs validation trajectories long enough for a jump's target to be recorded "
-            "(see nowcast.jump_error); use select='val_loss' or longer validation runs"
-        )
+    for metric, score in (("val_jump", jump_score), ("val_landing", landing_score)):
+        if config.select == metric and (score is None or not score.pairs):
+            raise ValueError(
+                f"select={metric!r} needs validation trajectories long enough for a jump's target to be recorded "
+                "(see nowcast.jump_error); use select='val_loss' or longer validation runs"
+            )
     n_val_windows = len(val_dataset) if val_dataset is not None else 0
 
     state: dict[str, Any] = {

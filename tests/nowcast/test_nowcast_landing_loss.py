@@ -16,7 +16,7 @@ from nowcast.jump_error import jump_windows
 from nowcast.jump_landing import load_flat
 from nowcast.landing_loss import LandingLoss, LandingScore, param_slots
 from nowcast.metadataset import MetaDataset, _slot_mask
-from nowcast.metatrain import MetaTrainConfig, load_result, metatrain
+from nowcast.metatrain import MetaTrainConfig, export, load_result, metatrain
 from nowcast.tasks import get_task
 
 SEQ_LEN = 8
@@ -129,6 +129,8 @@ def test_meta_training_with_the_landing_term_selects_and_resumes_exactly(runs, t
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_result(tmp_path / "split").config.landing_weight == 1.0
+    card = (export(whole, tmp_path / "ckpt") / "MODEL_CARD.md").read_text()
+    assert "landing term (weight 1)" in card and "the lowest `val_landing`" in card
     # another weight is another recipe: refused on resume
     with pytest.raises(ValueError, match="landing_weight"):
         metatrain(dataset, tmp_path / "split", small(landing_weight=2.0), progress=False, val_dataset=val)
