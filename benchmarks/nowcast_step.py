@@ -7,6 +7,7 @@ per training run and timed separately. Each row runs in a fresh subprocess (peak
 
     python benchmarks/nowcast_step.py --checkpoint ../shared/checkpoints/official/nino_no_posw.pt
     python benchmarks/nowcast_step.py --checkpoint ... --gpt2-124m     # adds GPT-2 124M (minutes)
+    python benchmarks/nowcast_step.py --checkpoint DIR --lr-interval 0.12  # a regime-conditioned checkpoint
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import neuralgraph, nowcast
 from nowcast.scaling import scale_states, unscale
 transformers.logging.set_verbosity_error()
 ckpt, cfg, k = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+lr_interval = json.loads(sys.argv[4])
 torch.manual_seed(0)
 model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg))
 t0 = time.perf_counter()
@@ -44,6 +46,8 @@ t2 = time.perf_counter()
 with torch.no_grad():
     scaled, scales = scale_states(states, graph.params)
     data = graph.to_pyg(scaled)
+    if lr_interval is not None:
+        data.lr_interval = lr_interval
     out = nino(data, k)
     new = unscale(graph.to_params(out), scales)
 t3 = time.perf_counter()
@@ -59,17 +63,25 @@ def main() -> None:
     default = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "official" / "nino_no_posw.pt"
     parser.add_argument("--checkpoint", default=str(default), help="NiNo checkpoint (default: the published nino_no_posw.pt)")
     parser.add_argument("-k", type=int, default=40, help="horizon (default 40)")
+    parser.add_argument(
+        "--lr-interval", type=float, default=None,
+        help="the regime a regime-conditioned checkpoint reads (base lr x steps between states; required for those)",
+    )
     parser.add_argument("--gpt2-124m", action="store_true", help="also run GPT-2 124M (takes minutes)")
     parser.add_argument("--only-124m", action="store_true", help="run GPT-2 124M alone")
     args = parser.parse_args()
     if not Path(args.checkpoint).exists():
         sys.exit(f"checkpoint not found: {args.checkpoint} (pass --checkpoint PATH)")
+    import nowcast
+
+    if nowcast.load(args.checkpoint).config.lr_interval_input and args.lr_interval is None:
+        sys.exit(f"{args.checkpoint} is conditioned on the training regime: pass --lr-interval (e.g. 0.12 for WikiText-2's)")
     rows = [BIG] if args.only_124m else ROWS + ([BIG] if args.gpt2_124m else [])
     header = f"{'model':<18}{'params':>13}{'edges':>14}{'graph s':>9}{'step s':>9}{'streamed':>10}{'peak MB':>9}"
     print(header)
     print("-" * len(header))
     for name, cfg in rows:
-        out = subprocess.run([sys.executable, "-c", CHILD, args.checkpoint, json.dumps(cfg), str(args.k)],
+        out = subprocess.run([sys.executable, "-c", CHILD, args.checkpoint, json.dumps(cfg), str(args.k), json.dumps(args.lr_interval)],
                              capture_output=True, text=True)
         if out.returncode:
             print(f"{name:<18} failed: {out.stderr.strip().splitlines()[-1]}")
