@@ -37,6 +37,7 @@ _STEP_S = {"fm16": 0.035, "fm32": 0.08, "digits": 0.006, "shakespeare-3-24": 0.0
 # save states more often pay it more often (FM/16 every 40 steps: 2000 steps in 133 s, not 70 s).
 _EVAL_S = {"fm16": 1.6}
 _WINDOW_S_HID64 = {"fm16": 0.028, "fm32": 0.1, "digits": 0.028, "shakespeare-3-24": 0.205, "shakespeare-2-32": 0.24}
+_LANDING_S = 0.032  # the landing term's task-network pass per window, whatever the NiNo size (benchmarks/landing_loss.py)
 
 
 def _plan(recipe: Any, workers: int) -> str:
@@ -64,13 +65,15 @@ def _plan(recipe: Any, workers: int) -> str:
         run_s = steps * (cost - eval_s / 200) + snapshots * eval_s if cost else 0.0
         collect_s += run_s
         windows += n_win
-        window_cost += n_win * _WINDOW_S_HID64.get(task, 0.0) * (cfg.hid / 64) ** 2
+        window_cost += n_win * (_WINDOW_S_HID64.get(task, 0.0) * (cfg.hid / 64) ** 2 + (_LANDING_S if cfg.landing_weight else 0.0))
         lines.append(f"{task:<18} {len(runs):>4} {steps:>12,} {n_win:>8} {run_s / 60:>9.1f}")
     meta_s = cfg.steps * cfg.batch * (window_cost / max(1, windows))
     lines += [
         "",
         f"collection: {collect_s / 60:.0f} core-min, about {collect_s / 60 / max(1, workers):.0f} min with {workers} worker(s)",
-        f"meta-training: {cfg.steps} steps x {cfg.batch} windows at hid {cfg.hid}: about {meta_s / 60:.0f} min on one free core",
+        f"meta-training: {cfg.steps} steps x {cfg.batch} windows at hid {cfg.hid}"
+        + (f" with the landing term (weight {cfg.landing_weight:g})" if cfg.landing_weight else "")
+        + f": about {meta_s / 60:.0f} min on one free core",
         f"total: about {(collect_s / max(1, workers) + meta_s) / 60:.0f} min (estimates for free cores; a busy machine is slower)",
     ]
     if unknown:

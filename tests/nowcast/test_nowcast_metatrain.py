@@ -282,6 +282,8 @@ def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
 
 
 def test_dry_run_plans_without_doing_anything(tmp_path, capsys):
+    import dataclasses
+
     from nowcast.cli import main
     from nowcast.cli_metatrain import _plan
     from nowcast.collect import Recipe, get_recipe
@@ -300,6 +302,15 @@ def test_dry_run_plans_without_doing_anything(tmp_path, capsys):
     # a recipe that adapts a checkpoint says which one it needs
     assert "starts from the checkpoint checkpoints/nino-cpu" in _plan(get_recipe("nino-cpu-adapter"), workers=2)
     assert "starts from the checkpoint" not in _plan(get_recipe("nino-cpu"), workers=2)
+    # the landing term's task-network pass is charged
+    adapter = get_recipe("nino-cpu-adapter")
+    landing = dataclasses.replace(adapter, metatrain={**adapter.metatrain, "landing_weight": 5.0, "select": "val_landing"})
+
+    def meta_minutes(recipe) -> float:
+        return float(_plan(recipe, workers=2).split("on one free core")[0].rsplit("about ", 1)[1].split(" min")[0])
+
+    assert "with the landing term (weight 5)" in _plan(landing, workers=2)
+    assert meta_minutes(landing) > 1.5 * meta_minutes(adapter)
 
 
 def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys):
