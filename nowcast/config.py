@@ -66,12 +66,13 @@ class NiNoConfig:
         lr_interval_floor: the mirror of ``lr_interval_ceiling``: the feature becomes
             ``log10(max(lr_interval, floor) / floor)``, so the model is exactly its unconditioned
             self at and *below* the floor and only adapts above it. At most one of the two.
-        regime_adapter: with ``lr_interval_ceiling`` (or ``lr_interval_floor``), also give every network parameter ``θ`` a
-            zero-initialised offset ``Δθ`` used as ``θ + gate · Δθ``, ``gate = log10(ceiling /
-            min(lr_interval, ceiling))``: 0 at and above the ceiling (where the model is exactly
-            the network without offsets), growing as the regime gets shorter. Doubles the
-            parameters; lets a trained model learn shorter regimes without changing it on its own.
-            With a floor, ``gate = log10(max(lr_interval, floor) / floor)``: longer regimes.
+        regime_adapter: with ``lr_interval_ceiling`` (or ``lr_interval_floor``), also give every
+            network parameter ``θ`` a zero-initialised offset ``Δθ`` used as ``θ + gate · Δθ``,
+            ``gate = log10(ceiling / min(lr_interval, ceiling))``: 0 at and above the ceiling
+            (where the model is exactly the network without offsets), growing as the regime gets
+            shorter. Doubles the parameters; lets a trained model learn shorter regimes without
+            changing it on its own. With a floor, ``gate = log10(max(lr_interval, floor) /
+            floor)``: the same for longer regimes.
     """
 
     ctx: int = 5
