@@ -65,6 +65,10 @@ SELECTION_METRICS = ("val_loss", "val_jump", "val_landing")
 TRAINABLE = ("all", "regime")
 _REGIME_FIELDS = ("lr_interval_input", "lr_interval_ceiling", "lr_interval_floor", "regime_adapter")
 
+# an eval loss this close to the no-change loss after warm-up means the model stopped predicting
+# (seen at hid 128 with lr 3e-3: gradient norm -> 0, no NaN, so the NaN recovery does not see it)
+_COLLAPSE_TOLERANCE = 0.005
+
 # fields that may change between a run and its resumption (they do not change the math)
 _RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "eval_every", "eval_windows"})
 
@@ -503,6 +507,13 @@ def metatrain(
         evals["step"].append(done)
         for name, value in measured.items():
             evals[name].append(value)
+        zero = state["baselines"].get("zero")
+        if done > config.warmup and zero and abs(measured["loss"] - zero) <= _COLLAPSE_TOLERANCE * zero:
+            log.warning(
+                "meta-training step %d: the model predicts no change (eval loss %.4f, no-change loss %.4f): it has collapsed; "
+                "rerun with a lower learning rate (command line: --lr)",
+                done, measured["loss"], zero,
+            )
         if not val_ids:
             log.info("meta-training step %d: eval loss %.4f", done, evals["loss"][-1])
             return

@@ -115,6 +115,24 @@ def test_nan_batches_are_skipped_then_rolled_back(dataset, tmp_path, caplog):
     assert load_result(tmp_path).lr_scale == 0.5
 
 
+def test_a_collapse_to_no_change_is_reported(dataset, tmp_path, caplog):
+    """A model that stops predicting (its output layer dead) scores the no-change loss: warned
+    after warm-up; a normal run is not."""
+    def kill_output(step, model):
+        with torch.no_grad():
+            model.edge_out.fc[-1].weight.zero_()
+            model.edge_out.fc[-1].bias.zero_()
+
+    cfg = small(eval_every=4, eval_windows=len(dataset))
+    with caplog.at_level(logging.WARNING, logger="nowcast.metatrain"):
+        metatrain(dataset, tmp_path / "normal", cfg, progress=False)
+    assert "collapsed" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="nowcast.metatrain"):
+        result = metatrain(dataset, tmp_path / "dead", cfg, progress=False, step_callback=kill_output)
+    assert result.evals["loss"][-1] == pytest.approx(result.baselines["zero"], rel=1e-3)
+    assert "it has collapsed" in caplog.text and "lower learning rate" in caplog.text
+
+
 def test_meta_training_reduces_the_loss(dataset, tmp_path):
     cfg = small(hid=16, steps=100, lr=1e-2, warmup=5, eval_every=100, eval_windows=len(dataset), checkpoint_every=100)
     result = metatrain(dataset, tmp_path, cfg, progress=False)
