@@ -183,6 +183,12 @@ _LOW_LR_FM16_VAL = (RunSpec("fm16", 128, 0.1667, 2_000, every=40),)
 # Twice as many again for the regime adapter, which trains on this regime alone.
 _MORE_LOW_LR_FM16_RUNS = _grid("fm16", range(129, 145), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
 _MORE_LOW_LR_FM16_VAL = (RunSpec("fm16", 145, 0.1667, 2_000, every=40),)
+# A regime adapter (nino-cpu-adapter, nino-cpu-mixed-adapter): only offsets train, from a trained checkpoint.
+_ADAPTER_METATRAIN = {
+    "hid": 64, "lr_interval_input": True, "regime_adapter": True, "trainable": "regime",
+    "steps": 1_500, "batch": 4, "lr": 1e-3, "warmup": 50, "checkpoint_every": 100, "eval_every": 100,
+    "val_windows": 64, "select": "val_jump",
+}
 _NINO_CPU_METATRAIN = {
     "hid": 64, "steps": 6_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 250,
     "val_windows": 64, "select": "val_jump",
@@ -235,11 +241,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         runs=_LOW_LR_FM16_RUNS + _MORE_LOW_LR_FM16_RUNS,
         val_runs=_LOW_LR_FM16_VAL + _MORE_LOW_LR_FM16_VAL,
-        metatrain={
-            "hid": 64, "lr_interval_input": True, "lr_interval_ceiling": 0.2, "regime_adapter": True, "trainable": "regime",
-            "steps": 1_500, "batch": 4, "lr": 1e-3, "warmup": 50, "checkpoint_every": 100, "eval_every": 100,
-            "val_windows": 64, "select": "val_jump",
-        },
+        metatrain={**_ADAPTER_METATRAIN, "lr_interval_ceiling": 0.2},
         workers=2,
         init_from="checkpoints/nino-cpu",
     ),
@@ -254,11 +256,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         runs=_NINO_CPU_RUNS[:12],
         val_runs=_NINO_CPU_VAL[:1],
-        metatrain={
-            "hid": 64, "lr_interval_input": True, "lr_interval_floor": 0.6, "regime_adapter": True, "trainable": "regime",
-            "steps": 1_500, "batch": 4, "lr": 1e-3, "warmup": 50, "checkpoint_every": 100, "eval_every": 100,
-            "val_windows": 64, "select": "val_jump",
-        },
+        metatrain={**_ADAPTER_METATRAIN, "lr_interval_floor": 0.6},
         workers=2,
         init_from="checkpoints/nino-cpu-mixed",
     ),

@@ -65,7 +65,7 @@ class LandingLoss:
         self.data_dir = data_dir
         self.seed = int(seed)
         self._tasks: dict[str, tuple[Any, nn.Module]] = {}
-        self._slots: dict[int, torch.Tensor] = {}
+        self._slots: dict[int, tuple[Any, torch.Tensor]] = {}  # id -> (graph, slots): the graph is kept, so its id stays its own
 
     def task(self, name: str) -> tuple[Any, nn.Module]:
         """``(data, network)`` of a task, loaded once; the network only lends its structure."""
@@ -83,8 +83,8 @@ class LandingLoss:
         """The flat parameter vector ``[P]`` of scaled edge values ``[E, F]`` of ``item``'s graph."""
         key = id(item.graph)
         if key not in self._slots:
-            self._slots[key] = param_slots(item.graph, item.slot_mask)
-        return unscale(scaled.reshape(-1)[self._slots[key]], item.scales)
+            self._slots[key] = (item.graph, param_slots(item.graph, item.slot_mask))
+        return unscale(scaled.reshape(-1)[self._slots[key][1]], item.scales)
 
     def task_loss(self, meta: dict[str, Any], flat: torch.Tensor, batch: Any) -> torch.Tensor:
         """The task's training loss of the network with parameters ``flat`` on ``batch``."""

@@ -166,16 +166,15 @@ def write_model_card(
             f"- jump error along the validation trajectories (the predictions the optimizer wrapper would ask for, as a "
             f"fraction of the no-change error; `nowcast.jump_error`): first {_fmt(jump[0])}, last {_fmt(jump[-1])}, "
             f"at the selected step {_fmt(best.get('val_jump'))};",
-            *(
-                [
-                    f"- landing term (weight {cfg.landing_weight:g}): excess training loss of the task network where those jumps "
-                    f"land (`nowcast.landing_loss`; 0 = as good as where Adam was): first {_fmt(landed[0])}, last "
-                    f"{_fmt(landed[-1])}, at the selected step {_fmt(best.get('val_landing'))};"
-                ]
-                if (landed := result.evals.get("val_landing")) else []
-            ),
-            f"- selection: the lowest `{cfg.select}`, at step {best.get('step')} (**the shipped weights**).",
         ]
+        landed = result.evals.get("val_landing")
+        if landed:
+            lines.append(
+                f"- landing term (weight {cfg.landing_weight:g}): excess training loss of the task network where those jumps "
+                f"land (`nowcast.landing_loss`; 0 = as good as where Adam was): first {_fmt(landed[0])}, last "
+                f"{_fmt(landed[-1])}, at the selected step {_fmt(best.get('val_landing'))};"
+            )
+        lines.append(f"- selection: the lowest `{cfg.select}`, at step {best.get('step')} (**the shipped weights**).")
     timings = dict(timings or {})
     timings.setdefault("meta-training", result.wall_s)
     parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())

@@ -78,3 +78,12 @@ def official_checkpoint(shared: Path, name: str) -> Path:
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     """Normwise relative error ``max|ours - ref| / max|ref|``."""
     return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def interrupt_at(stop: int):
+    """A ``metatrain`` step callback that raises ``KeyboardInterrupt`` after step ``stop`` (a kill)."""
+    def callback(step, model) -> None:
+        if step == stop:
+            raise KeyboardInterrupt
+
+    return callback

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nowcast_testutils import interrupt_at
 
 import neuralgraph as ng
 from nowcast.collect import RunSpec, collect_run
@@ -118,12 +119,8 @@ def test_meta_training_with_the_landing_term_selects_and_resumes_exactly(runs, t
     assert "val_landing" not in plain.evals and "landing" not in plain.history
     assert not all(torch.equal(plain.model.state_dict()[k], v) for k, v in whole.model.state_dict().items())
 
-    def kill(step, model):
-        if step == 6:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val, step_callback=kill)
+        metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val, step_callback=interrupt_at(6))
     resumed = metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val)
     assert resumed.evals == whole.evals and resumed.history == whole.history and resumed.best == whole.best
     a, b = whole.model.state_dict(), resumed.model.state_dict()

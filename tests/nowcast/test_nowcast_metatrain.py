@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from nowcast_testutils import interrupt_at
 
 import nowcast
 from nowcast.benchmark import Comparison
@@ -80,12 +81,8 @@ def test_schedule_warms_up_then_decays():
 def test_interrupted_training_resumes_exactly(dataset, tmp_path):
     whole = metatrain(dataset, tmp_path / "whole", small(), progress=False)
 
-    def kill(step, model):
-        if step == 10:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        metatrain(dataset, tmp_path / "split", small(), progress=False, step_callback=kill)
+        metatrain(dataset, tmp_path / "split", small(), progress=False, step_callback=interrupt_at(10))
     assert load_result(tmp_path / "split").step == 8  # the last checkpoint before the interruption
     resumed = metatrain(dataset, tmp_path / "split", small(), progress=False)
     assert resumed.step == whole.step == 12
@@ -248,12 +245,8 @@ def test_a_regime_adapter_trains_only_its_offsets_and_resumes_exactly(dataset, t
         assert torch.equal(adapted(item.data, [1, 4]), reference)
     assert not torch.allclose(below, reference)
 
-    def kill(step, model):
-        if step == 6:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        metatrain(dataset, tmp_path / "split", cfg, progress=False, init_model=base, step_callback=kill)
+        metatrain(dataset, tmp_path / "split", cfg, progress=False, init_model=base, step_callback=interrupt_at(6))
     resumed = metatrain(dataset, tmp_path / "split", cfg, progress=False, init_model=base)
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -435,12 +428,8 @@ def test_resumed_training_with_validation_is_exact(dataset, val_long, tmp_path):
     cfg = small(eval_every=4, val_windows=3)
     whole = metatrain(dataset, tmp_path / "whole", cfg, progress=False, val_dataset=val_dataset)
 
-    def kill(step, model):
-        if step == 10:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val_dataset, step_callback=kill)
+        metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val_dataset, step_callback=interrupt_at(10))
     resumed = metatrain(dataset, tmp_path / "split", cfg, progress=False, val_dataset=val_dataset)
     assert resumed.evals == whole.evals and resumed.best == whole.best
     assert all(torch.equal(whole.best_state[k], v) for k, v in resumed.best_state.items())
