@@ -31,6 +31,7 @@ from .predict import (
     layer_parts,
     predict,
 )
+from .regime_router import RegimeRouter
 from .scaling import LayerScales, param_sizes, scale_states, unscale
 from .training import RunResult, train
 
@@ -70,6 +71,7 @@ __all__ = [
     "Nowcaster",
     "param_sizes",
     "predict",
+    "RegimeRouter",
     "Recipe",
     "RECIPES",
     "resolve_method",

@@ -106,7 +106,8 @@ def _load_directory(path: Path, edge_chunk: int | None) -> NiNoModel:
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read {config_path}: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{config_path} is not a {FORMAT_NAME} config")
+        hint = " (a regime router of two models: load it with nowcast.RegimeRouter.load)" if isinstance(meta, dict) and meta.get("format") == "nowcast.RegimeRouter" else ""
+        raise CheckpointError(f"{config_path} is not a {FORMAT_NAME} config{hint}")
     if meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{config_path}: unsupported format version {meta.get('version')!r}")
     try:

@@ -215,8 +215,9 @@ def _resolve_k(args: argparse.Namespace, seq_len: int) -> int:
 
 
 def _step(args: argparse.Namespace) -> int:
-    from .predict import as_nowcaster, predict
     from .checkpoint import load
+    from .predict import as_nowcaster, predict
+    from .regime_router import RegimeRouter, is_router_checkpoint
 
     out = Path(args.out)
     if out.exists() and not args.overwrite and (out.is_file() or any(out.iterdir())):
@@ -228,10 +229,15 @@ def _step(args: argparse.Namespace) -> int:
         path = Path(args.predictor)
         if not path.exists():
             raise InputError(f"predictor {args.predictor!r} is neither 'linefit', 'linefit+' nor an existing checkpoint")
-        model = load(path)
-        if args.device:
-            model = model.to(args.device)
-        predictor = as_nowcaster(model)
+        if is_router_checkpoint(path):
+            predictor = RegimeRouter.load(path)
+            if args.device:
+                predictor.to(args.device)
+        else:
+            model = load(path)
+            if args.device:
+                model = model.to(args.device)
+            predictor = as_nowcaster(model)
     fixed = getattr(predictor, "ctx", None)
     if args.ctx is not None and fixed is not None and args.ctx != fixed:
         raise InputError(f"predictor {predictor.name} reads ctx={fixed} states, not --ctx {args.ctx}")

@@ -67,6 +67,7 @@ def default_checkpoint(kind: str) -> Path | None:
 def _load(kind: str, path: str | os.PathLike | None) -> tuple[Any, str]:
     from .checkpoint import load
     from .predict import NiNoPredictor, WNNPlus
+    from .regime_router import RegimeRouter, is_router_checkpoint
 
     if path is None:
         found = default_checkpoint(kind)
@@ -75,6 +76,8 @@ def _load(kind: str, path: str | os.PathLike | None) -> tuple[Any, str]:
             flag = "--nino-checkpoint" if kind == "nino" else "--wnn-checkpoint"
             raise FileNotFoundError(f"method '{kind}' needs a checkpoint: pass {flag} PATH (looked in {looked})")
         path = found
+    if kind == "nino" and is_router_checkpoint(path):
+        return RegimeRouter.load(path), str(path)
     model = load(path)
     wrapper = NiNoPredictor if kind == "nino" else WNNPlus
     try:

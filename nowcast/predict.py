@@ -422,7 +422,10 @@ def as_nowcaster(predictor: Any) -> Nowcaster:
         if key in ("linefit+", "linefitplus", "linefit_plus"):
             return LinefitPlus()
         from .checkpoint import load
+        from .regime_router import RegimeRouter, is_router_checkpoint
 
+        if is_router_checkpoint(predictor):
+            return RegimeRouter.load(predictor)
         return as_nowcaster(load(predictor))
     if isinstance(predictor, Nowcaster):
         return predictor
