@@ -22,6 +22,7 @@ TRAJECTORIES = "trajectories"
 METATRAIN = "metatrain"
 GRAPHS = "graphs"
 RECIPE_FILE = "recipe.json"
+EXPERTS = "experts"
 
 _OVERRIDES = (
     "hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "landing_weight", "select", "seed", "checkpoint_every", "eval_every",
@@ -40,6 +41,28 @@ _WINDOW_S_HID64 = {"fm16": 0.028, "fm32": 0.1, "digits": 0.028, "shakespeare-3-2
 _LANDING_S = 0.032  # the landing term's task-network pass per window, whatever the NiNo size (benchmarks/landing_loss.py)
 
 
+def _metatrain_seconds(recipe: Any) -> tuple[float, str]:
+    """Estimated meta-training seconds of a plain recipe on one free core, and a line saying so."""
+    from .metatrain import MetaTrainConfig
+
+    cfg = MetaTrainConfig.from_dict(dict(recipe.metatrain))
+    val_ids = {r.run_id for r in recipe.val_runs}
+    windows, window_cost = 0, 0.0
+    for r in recipe.runs:
+        if r.run_id in val_ids:
+            continue
+        n_win = max(0, r.resolved_steps() // r.every + 1 - cfg.ctx)
+        windows += n_win
+        window_cost += n_win * (_WINDOW_S_HID64.get(r.task, 0.0) * (cfg.hid / 64) ** 2 + (_LANDING_S if cfg.landing_weight else 0.0))
+    seconds = cfg.steps * cfg.batch * (window_cost / max(1, windows))
+    line = (
+        f"meta-training: {cfg.steps} steps x {cfg.batch} windows at hid {cfg.hid}"
+        + (f" with the landing term (weight {cfg.landing_weight:g})" if cfg.landing_weight else "")
+        + f": about {seconds / 60:.0f} min on one free core"
+    )
+    return seconds, line
+
+
 def _plan(recipe: Any, workers: int) -> str:
     """A table of the recipe's runs with estimated times (see _STEP_S / _WINDOW_S_HID64)."""
     from .metatrain import MetaTrainConfig
@@ -49,7 +72,7 @@ def _plan(recipe: Any, workers: int) -> str:
     for r in recipe.all_runs:
         by_task.setdefault(r.task, []).append(r)
     lines = [f"recipe {recipe.name}: {recipe.description}", "", f"{'task':<18} {'runs':>4} {'steps':>12} {'windows':>8} {'est. min':>9}   (runs incl. validation; windows trained on)"]
-    collect_s, windows, window_cost = 0.0, 0, 0.0
+    collect_s = 0.0
     unknown = []
     val_ids = {r.run_id for r in recipe.val_runs}
     for task, runs in by_task.items():
@@ -64,18 +87,18 @@ def _plan(recipe: Any, workers: int) -> str:
         eval_s = _EVAL_S.get(task, 0.0)
         run_s = steps * (cost - eval_s / 200) + snapshots * eval_s if cost else 0.0
         collect_s += run_s
-        windows += n_win
-        window_cost += n_win * (_WINDOW_S_HID64.get(task, 0.0) * (cfg.hid / 64) ** 2 + (_LANDING_S if cfg.landing_weight else 0.0))
         lines.append(f"{task:<18} {len(runs):>4} {steps:>12,} {n_win:>8} {run_s / 60:>9.1f}")
-    meta_s = cfg.steps * cfg.batch * (window_cost / max(1, windows))
-    lines += [
-        "",
-        f"collection: {collect_s / 60:.0f} core-min, about {collect_s / 60 / max(1, workers):.0f} min with {workers} worker(s)",
-        f"meta-training: {cfg.steps} steps x {cfg.batch} windows at hid {cfg.hid}"
-        + (f" with the landing term (weight {cfg.landing_weight:g})" if cfg.landing_weight else "")
-        + f": about {meta_s / 60:.0f} min on one free core",
-        f"total: about {(collect_s / max(1, workers) + meta_s) / 60:.0f} min (estimates for free cores; a busy machine is slower)",
-    ]
+    lines += ["", f"collection: {collect_s / 60:.0f} core-min, about {collect_s / 60 / max(1, workers):.0f} min with {workers} worker(s)"]
+    if recipe.route is None:
+        meta_s, line = _metatrain_seconds(recipe)
+        lines.append(line)
+    else:
+        meta_s = 0.0
+        for side, expert in recipe.experts().items():
+            seconds, line = _metatrain_seconds(expert)
+            meta_s += seconds
+            lines.append(f"{side} {recipe.route.split:g} ({expert.name}), {line}")
+    lines.append(f"total: about {(collect_s / max(1, workers) + meta_s) / 60:.0f} min (estimates for free cores; a busy machine is slower)")
     if unknown:
         lines.append(f"(no cost estimate for {', '.join(unknown)})")
     if recipe.init_from:
@@ -174,14 +197,18 @@ def _config(args: argparse.Namespace, base: dict[str, Any]):
     return MetaTrainConfig.from_dict(values)
 
 
-def _metatrain_stage(args: argparse.Namespace, recipe: Any, work: Path, base: dict[str, Any], timings: dict[str, float]) -> int:
+def _metatrain_stage(
+    args: argparse.Namespace, recipe: Any, work: Path, base: dict[str, Any], timings: dict[str, float], *, collected: Path | None = None
+) -> int:
+    """Meta-train ``recipe`` in ``work`` and export to ``args.out``; ``collected`` is the folder of
+    its trajectories when they are not ``work/trajectories`` (a routed recipe's shared collection)."""
     from .collect import load_trajectory
     from .metadataset import MetaDataset
     from .metatrain import export, metatrain
 
     config = _config(args, base)
     custom = getattr(args, "trajectories", None)
-    traj_dir = Path(custom) if custom else work / TRAJECTORIES
+    traj_dir = Path(custom) if custom else (collected or work / TRAJECTORIES)
     val_source: Any = getattr(args, "val_trajectories", None)
     if recipe is not None and not custom:
         # the recipe's own runs by id: a work folder may hold other runs (e.g. ad-hoc collections)
@@ -245,6 +272,11 @@ def _metatrain(args: argparse.Namespace) -> int:
 
     _threads(args)
     recipe = get_recipe(args.recipe) if args.recipe else None
+    if recipe is not None and recipe.route is not None:
+        raise ValueError(
+            f"recipe {recipe.name} routes between two recipes' models ({recipe.route.below}, {recipe.route.above}): "
+            f"build it with `nowcast build-checkpoint --recipe {recipe.name}`, or meta-train either recipe on its own"
+        )
     work = Path(args.work) if args.work else Path("runs") / (args.recipe or "custom")
     base = dict(recipe.metatrain) if recipe is not None else {}
     return _metatrain_stage(args, recipe, work, base, {})
@@ -271,8 +303,35 @@ def _build(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.metatrain_threads)
+    if recipe.route is not None:
+        return _build_routed(args, recipe, work)
     print("stage 2/3 + 3/3: meta-training and export", flush=True)
     return _metatrain_stage(args, recipe, work, dict(recipe.metatrain), {})
+
+
+def _build_routed(args: argparse.Namespace, recipe: Any, work: Path) -> int:
+    """Meta-train each expert recipe on its runs of the shared collection, export each under
+    ``work/experts/NAME``, then write the router checkpoint to ``args.out``."""
+    from .checkpoint import load
+    from .model_card import write_router_card
+    from .regime_router import RegimeRouter
+
+    experts = recipe.experts()
+    exported = {}
+    for i, (side, expert) in enumerate(experts.items(), start=1):
+        where = work / EXPERTS / expert.name
+        print(f"stage 2/3 ({i}/2): meta-training {expert.name}, the model {side} lr_interval {recipe.route.split:g}", flush=True)
+        sub = argparse.Namespace(**{**vars(args), "out": str(where / "export")})
+        status = _metatrain_stage(sub, expert, where, dict(expert.metatrain), {}, collected=work / TRAJECTORIES)
+        if status:
+            return status
+        exported[side] = where / "export"
+    print("stage 3/3: the routed checkpoint", flush=True)
+    router = RegimeRouter(load(exported["below"]), load(exported["above"]), recipe.route.split)
+    out = router.save(args.out)
+    write_router_card(out / "MODEL_CARD.md", recipe.to_dict(), {side: experts[side].name for side in experts}, exported)
+    print(f"wrote {out} (config.json, model.safetensors, MODEL_CARD.md; each expert's own card and curve under {work / EXPERTS})")
+    return 0
 
 
 def _model_card(args: argparse.Namespace) -> int:

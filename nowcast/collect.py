@@ -117,6 +117,24 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class Route:
+    """A recipe whose checkpoint is a :class:`nowcast.RegimeRouter` of two other recipes' models.
+
+    Attributes:
+        below: the recipe whose model predicts when ``lr_interval < split``.
+        above: the recipe whose model predicts otherwise.
+        split: the regime boundary (learning rate x steps between states).
+    """
+
+    below: str
+    above: str
+    split: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"below": self.below, "above": self.above, "split": self.split}
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A named dataset + meta-training recipe.
 
@@ -132,6 +150,9 @@ class Recipe:
         init_from: a trained checkpoint folder that meta-training starts from instead of a random
             initialisation (relative paths from the working directory), e.g. the base model of a
             regime adapter; ``nowcast metatrain --init-from`` overrides it.
+        route: set for a routed recipe: its runs are collected once, each named recipe's model is
+            meta-trained on its own runs among them, and the checkpoint routes between the two
+            (``metatrain`` is then unused; see :class:`Route`).
     """
 
     name: str
@@ -141,6 +162,7 @@ class Recipe:
     workers: int = 1
     val_runs: tuple[RunSpec, ...] = ()
     init_from: str | None = None
+    route: Route | None = None
 
     def __post_init__(self) -> None:
         ids = [r.run_id for r in self.all_runs]
@@ -162,7 +184,25 @@ class Recipe:
             "metatrain": dict(self.metatrain),
             "workers": self.workers,
             **({"init_from": self.init_from} if self.init_from else {}),
+            **({"route": self.route.to_dict()} if self.route else {}),
         }
+
+    def experts(self) -> dict[str, Recipe]:
+        """``{"below": recipe, "above": recipe}`` of a routed recipe, each checked to need no run
+        this recipe does not collect (raises ``ValueError`` otherwise, ``KeyError`` for an unknown name)."""
+        if self.route is None:
+            raise ValueError(f"recipe {self.name} is not routed")
+        own = {r.run_id for r in self.all_runs}
+        out = {}
+        for side in ("below", "above"):
+            expert = get_recipe(getattr(self.route, side))
+            if expert.route is not None or expert.init_from:
+                raise ValueError(f"recipe {self.name}: expert {expert.name} must be a plain recipe (not routed, no init_from)")
+            missing = sorted({r.run_id for r in expert.all_runs} - own)
+            if missing:
+                raise ValueError(f"recipe {self.name}: its runs lack {len(missing)} run(s) of expert {expert.name}: {', '.join(missing[:4])}")
+            out[side] = expert
+        return out
 
 
 def _grid(task: str, seeds: Iterable[int], lr_mults: Sequence[float], steps: int | None, every: int = DEFAULT_EVERY) -> tuple[RunSpec, ...]:
@@ -198,7 +238,7 @@ RECIPES: dict[str, Recipe] = {
     "nino-cpu": Recipe(
         name="nino-cpu",
         description=(
-            "the shipped CPU checkpoint: 12 FM/16 runs (10k steps) and 8 + 8 Tiny Shakespeare runs "
+            "the long-regime model (nino-cpu-routed's model at and above lr_interval 0.2): 12 FM/16 runs (10k steps) and 8 + 8 Tiny Shakespeare runs "
             "(GPT 3-24 and 2-32, 5k steps), learning rates x0.5 to x1.5, states every 200 steps, plus one run of each "
             "task for validation; NiNo hid 64 meta-trained for 6k steps of 4 windows, the weights with the lowest "
             "jump error on the validation runs shipped"
@@ -212,13 +252,26 @@ RECIPES: dict[str, Recipe] = {
         name="nino-cpu-mixed",
         description=(
             "nino-cpu plus 8 short FM/16 runs in a second regime (2k steps, learning rates x1/8 to x1/3, states every "
-            "40 steps) and one more validation run of that kind; same meta-training (an experiment: better on digits, "
-            "worse on FM/32, see docs/metatraining.md)"
+            "40 steps) and one more validation run of that kind; same meta-training (nino-cpu-routed's model below "
+            "lr_interval 0.2; on its own better than nino-cpu on digits, worse on FM/32, see docs/metatraining.md)"
         ),
         runs=_NINO_CPU_RUNS + _LOW_LR_FM16_RUNS,
         val_runs=_NINO_CPU_VAL + _LOW_LR_FM16_VAL,
         metatrain=dict(_NINO_CPU_METATRAIN),
         workers=2,
+    ),
+    "nino-cpu-routed": Recipe(
+        name="nino-cpu-routed",
+        description=(
+            "the shipped checkpoint: nino-cpu-mixed's model below lr_interval 0.2 (the short regime it added: Adam "
+            "lr x1/8 to x1/3, states every 40 steps, lr_interval 0.03-0.08) and nino-cpu's at and above 0.2 (the "
+            "regime of all its training runs, 0.2-1.8), in one checkpoint; both trained from one collection of "
+            "nino-cpu-mixed's runs (nino-cpu's are a subset)"
+        ),
+        runs=_NINO_CPU_RUNS + _LOW_LR_FM16_RUNS,
+        val_runs=_NINO_CPU_VAL + _LOW_LR_FM16_VAL,
+        workers=2,
+        route=Route(below="nino-cpu-mixed", above="nino-cpu", split=0.2),
     ),
     "nino-cpu-regime": Recipe(
         name="nino-cpu-regime",

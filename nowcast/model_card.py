@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .benchmark import Comparison
     from .metatrain import MetaTrainResult
 
-__all__ = ["append_evaluation", "evaluation_table", "write_model_card"]
+__all__ = ["append_evaluation", "evaluation_table", "write_model_card", "write_router_card"]
 
 EVAL_HEADING = "## Evaluation: steps to target"
 EVAL_PLACEHOLDER = "_Not evaluated yet: run `nowcast compare --task TASK --methods adam,nino --nino-checkpoint THIS_DIR` and append the JSON with `nowcast model-card THIS_DIR/MODEL_CARD.md --append RESULTS.json`._"
@@ -182,6 +183,55 @@ def write_model_card(
     lines += ["", EVAL_HEADING, "", EVAL_PLACEHOLDER, ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _expert_section(card: Path, side: str, copy_curve_to: Path) -> list[str]:
+    """An expert's own card without its title and evaluation, headings one level down; its
+    training curve is copied next to the router's card as ``training_curve_{side}.png``."""
+    text = card.read_text() if card.is_file() else ""
+    text = text.split(EVAL_HEADING)[0]
+    body = [line for i, line in enumerate(text.splitlines()) if not (i == 0 and line.startswith("# "))]
+    curve = card.parent / "training_curve.png"
+    if curve.is_file():
+        shutil.copyfile(curve, copy_curve_to / f"training_curve_{side}.png")
+    return [("#" + line) if line.startswith("#") else line.replace("(training_curve.png)", f"(training_curve_{side}.png)") for line in body]
+
+
+def write_router_card(
+    path: str | os.PathLike,
+    recipe: Mapping[str, Any],
+    names: Mapping[str, str],
+    expert_dirs: Mapping[str, str | os.PathLike],
+) -> Path:
+    """Write the card of a routed checkpoint (:class:`nowcast.RegimeRouter`): what it is, how to
+    use it, then each expert's own card (data, recipe, curve, validation) under its side."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    route = recipe["route"]
+    split = f"{float(route['split']):g}"
+    name = recipe.get("name", "routed")
+    lines = [
+        f"# NiNo checkpoint `{name}` (two meta-trained models, routed by training regime)",
+        "",
+        f"Two NiNo graph networks in one checkpoint (`nowcast.RegimeRouter`): `{names['below']}` predicts when the "
+        f"base optimizer's learning rate times the steps between two states (`lr_interval`) is below {split}, "
+        f"`{names['above']}` at and above it. Every prediction is bit for bit one model's. The optimizer wrapper passes "
+        "`lr_interval` (its learning rate x period/ctx); `nowcast.predict(..., lr_interval=)` and `nowcast step "
+        "--lr-interval` take it explicitly. Load it with `nowcast.RegimeRouter.load(DIR)` or `nowcast.as_nowcaster(DIR)`; "
+        "use it with `nowcast.NiNo(optimizer, model, DIR, period=..., max_train_steps=...)` or `nowcast compare "
+        "--methods adam,nino --nino-checkpoint DIR`.",
+        "",
+    ]
+    if recipe.get("description"):
+        lines += [f"Recipe `{name}`: {recipe['description']}.", ""]
+    for side in ("below", "above"):
+        where = "below" if side == "below" else "at and above"
+        lines += [f"## The model {where} lr_interval {split}: `{names[side]}`", ""]
+        lines += _expert_section(Path(expert_dirs[side]) / "MODEL_CARD.md", side, path.parent)
+        lines.append("")
+    lines += [EVAL_HEADING, "", EVAL_PLACEHOLDER, ""]
     path.write_text("\n".join(lines))
     return path
 
