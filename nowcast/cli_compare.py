@@ -68,7 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "(default: adam,nino when a NiNo checkpoint is found, else adam,linefit+)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--max-steps", type=int, default=None, help="planned training length (default: the task's)")
-    p.add_argument("--nino-checkpoint", default=None, help="NiNo checkpoint (default: checkpoints/nino-cpu, then the published one)")
+    p.add_argument("--nino-checkpoint", default=None, help="NiNo checkpoint (default: checkpoints/nino-cpu-routed, then the published one)")
     p.add_argument("--wnn-checkpoint", default=None, help="WNN+ checkpoint for 'wnn+' (e.g. nino_mlp.pt)")
     p.add_argument("--data-dir", default=None, help="folder holding the task's dataset")
     p.add_argument("--out", default="nowcast_results", help="folder for the plot and JSON (default ./nowcast_results)")

@@ -25,8 +25,9 @@ __all__ = ["Method", "METHODS", "resolve_method", "default_checkpoint", "SHIPPED
 METHODS = ("adam", "linefit", "linefit+", "wnn+", "nino")
 """Method names the benchmarks accept."""
 
-SHIPPED_CHECKPOINT = "nino-cpu"
-"""Folder under ``checkpoints/`` holding the NiNo checkpoint trained with this project (if present)."""
+SHIPPED_CHECKPOINT = "nino-cpu-routed"
+"""Folder under ``checkpoints/`` holding the NiNo checkpoint trained with this project (if present):
+a :class:`nowcast.RegimeRouter` of ``nino-cpu-mixed`` (short regimes) and ``nino-cpu`` (long ones)."""
 
 _OFFICIAL = {"nino": "nino_no_posw.pt", "wnn+": "nino_mlp.pt"}
 
