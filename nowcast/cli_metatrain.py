@@ -93,11 +93,13 @@ def _plan(recipe: Any, workers: int) -> str:
         meta_s, line = _metatrain_seconds(recipe)
         lines.append(line)
     else:
-        meta_s = 0.0
+        each = []
         for side, expert in recipe.experts().items():
             seconds, line = _metatrain_seconds(expert)
-            meta_s += seconds
+            each.append(seconds)
             lines.append(f"{side} {recipe.route.split:g} ({expert.name}), {line}")
+        meta_s = max(each) if workers >= 2 else sum(each)
+        lines.append(f"the two experts meta-train {'at once, one process each' if workers >= 2 else 'one after the other'} (--workers {workers})")
     lines.append(f"total: about {(collect_s / max(1, workers) + meta_s) / 60:.0f} min (estimates for free cores; a busy machine is slower)")
     if unknown:
         lines.append(f"(no cost estimate for {', '.join(unknown)})")
@@ -317,21 +319,65 @@ def _build_routed(args: argparse.Namespace, recipe: Any, work: Path) -> int:
     from .regime_router import RegimeRouter
 
     experts = recipe.experts()
-    exported = {}
-    for i, (side, expert) in enumerate(experts.items(), start=1):
-        where = work / EXPERTS / expert.name
-        print(f"stage 2/3 ({i}/2): meta-training {expert.name}, the model {side} lr_interval {recipe.route.split:g}", flush=True)
-        sub = argparse.Namespace(**{**vars(args), "out": str(where / "export")})
-        status = _metatrain_stage(sub, expert, where, dict(expert.metatrain), {}, collected=work / TRAJECTORIES)
-        if status:
-            return status
-        exported[side] = where / "export"
+    exported = {side: work / EXPERTS / expert.name / "export" for side, expert in experts.items()}
+    jobs = [(vars(args), expert, str(work / EXPERTS / expert.name), str(work / TRAJECTORIES)) for expert in experts.values()]
+    parallel = (args.workers or recipe.workers) >= 2
+    for side, expert in experts.items():
+        print(f"stage 2/3: meta-training {expert.name}, the model {side} lr_interval {recipe.route.split:g}", flush=True)
+    if parallel:
+        statuses = _run_experts_in_parallel(jobs, progress=not args.no_progress)
+    else:
+        statuses = [_expert_job(*job) for job in jobs]
+    if any(statuses):
+        return max(statuses)
     print("stage 3/3: the routed checkpoint", flush=True)
     router = RegimeRouter(load(exported["below"]), load(exported["above"]), recipe.route.split)
     out = router.save(args.out)
     write_router_card(out / "MODEL_CARD.md", recipe.to_dict(), {side: experts[side].name for side in experts}, exported)
     print(f"wrote {out} (config.json, model.safetensors, MODEL_CARD.md; each expert's own card and curve under {work / EXPERTS})")
     return 0
+
+
+def _expert_job(args: dict[str, Any], expert: Any, where: str, collected: str, quiet: bool = False) -> int:
+    """Meta-train and export one expert of a routed recipe (in this process or a worker)."""
+    sub = argparse.Namespace(**{**args, "out": str(Path(where) / "export"), "no_progress": args["no_progress"] or quiet})
+    if quiet:
+        import torch
+
+        torch.set_num_threads(args.get("metatrain_threads") or args.get("threads") or 1)
+    return _metatrain_stage(sub, expert, Path(where), dict(expert.metatrain), {}, collected=Path(collected))
+
+
+def _run_experts_in_parallel(jobs: list[tuple], *, progress: bool) -> list[int]:
+    """Both experts at once, one worker process each (one core each on the project's machine); one
+    progress bar follows both from their checkpoints (every ``checkpoint_every`` steps)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from .metatrain import HISTORY_FILE, MetaTrainConfig
+
+    totals = [MetaTrainConfig.from_dict(dict(job[1].metatrain)).steps for job in jobs]
+    histories = [Path(job[2]) / METATRAIN / HISTORY_FILE for job in jobs]
+
+    def done() -> int:
+        steps = 0
+        for path in histories:
+            try:
+                steps += int(json.loads(path.read_text()).get("step", 0))
+            except (OSError, ValueError):
+                pass
+        return steps
+
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_expert_job, *job, True) for job in jobs]
+        with tqdm(total=sum(totals), desc=f"meta-train {len(jobs)} experts", unit="step", disable=not progress) as bar:
+            while not all(f.done() for f in futures):
+                bar.update(done() - bar.n)
+                time.sleep(2.0)
+            bar.update(done() - bar.n)
+        return [f.result() for f in futures]
 
 
 def _model_card(args: argparse.Namespace) -> int:
@@ -430,7 +476,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe (default nino-cpu)")
     b.add_argument("--out", required=True, help="checkpoint folder to write (e.g. checkpoints/nino-cpu)")
     b.add_argument("--work", default=None, help="work folder for trajectories and checkpoints (default runs/RECIPE)")
-    b.add_argument("--workers", type=int, default=None, help="collection processes in parallel (default: the recipe's)")
+    b.add_argument(
+        "--workers", type=int, default=None,
+        help="collection processes in parallel, and for a routed recipe whether its two experts meta-train at once (2+) (default: the recipe's)",
+    )
     b.add_argument("--data-dir", default=None, help="folder holding the datasets")
     b.add_argument("--restart", action="store_true", help="start meta-training over (collected runs are kept)")
     b.add_argument("--dry-run", action="store_true", help="print the recipe's runs and estimated times, do nothing")

@@ -36,7 +36,7 @@ def test_a_routed_recipe_builds_one_router_from_both_experts(tiny_routed, tmp_pa
     argv = ["build-checkpoint", "--recipe", tiny_routed.name, "--out", str(tmp_path / "ckpt"), "--work", str(tmp_path / "work"), "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "stage 2/3 (1/2): meta-training digits-tiny" in out and "stage 2/3 (2/2): meta-training digits-tiny-one" in out
+    assert "stage 2/3: meta-training digits-tiny, the model below" in out and "stage 2/3: meta-training digits-tiny-one, the model above" in out
     router = nowcast.RegimeRouter.load(tmp_path / "ckpt")
     assert router.split == 0.05
     # the experts are exactly what each recipe builds on its own
@@ -58,12 +58,17 @@ def test_a_routed_recipe_builds_one_router_from_both_experts(tiny_routed, tmp_pa
     before = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
     assert main(argv) == 0
     assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == before
+    # with two workers the experts meta-train at once, in two processes, to the same weights
+    par = ["build-checkpoint", "--recipe", tiny_routed.name, "--out", str(tmp_path / "par"), "--work", str(tmp_path / "wpar"), "--no-progress", "--workers", "2"]
+    assert main(par) == 0
+    assert (tmp_path / "par" / "model.safetensors").read_bytes() == before
 
 
 def test_routed_recipes_are_planned_checked_and_not_meta_trained_directly(tiny_routed, tmp_path, capsys):
     assert main(["build-checkpoint", "--recipe", "nino-cpu-routed", "--out", str(tmp_path / "c"), "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "below 0.2 (nino-cpu-mixed), meta-training: 6000 steps" in plan and "above 0.2 (nino-cpu), meta-training" in plan
+    assert "meta-train at once, one process each (--workers 2)" in plan
     assert not (tmp_path / "c").exists()
     assert main(["metatrain", "--recipe", tiny_routed.name, "--out", str(tmp_path / "m"), "--work", str(tmp_path / "w")]) == 2
     assert "build-checkpoint --recipe digits-tiny-routed" in capsys.readouterr().err
