@@ -94,19 +94,48 @@ def _load_official(path: Path, edge_chunk: int | None) -> NiNoModel:
     return _build(config, blob["state_dict"], str(path), edge_chunk)
 
 
-def _load_directory(path: Path, edge_chunk: int | None) -> NiNoModel:
-    from safetensors.torch import load_file
-
+def read_directory_config(path: Path, what: str) -> Any:
+    """The parsed ``config.json`` of a checkpoint directory (``what`` names the kind in errors),
+    after checking that it and ``model.safetensors`` exist."""
     config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
     for required in (config_path, weights_path):
         if not required.is_file():
-            raise FileNotFoundError(f"NiNo checkpoint directory {path} has no {required.name}")
+            raise FileNotFoundError(f"{what} directory {path} has no {required.name}")
     try:
-        meta = json.loads(config_path.read_text())
+        return json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read {config_path}: {exc}") from exc
+
+
+def read_directory_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint directory's ``model.safetensors`` (no pickle), on the CPU."""
+    from safetensors.torch import load_file
+
+    weights_path = path / WEIGHTS_FILE
+    try:
+        return load_file(str(weights_path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error type for corrupt files
+        raise CheckpointError(f"cannot read {weights_path}: {exc}") from exc
+
+
+def write_directory(directory: str | Path, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``tensors`` as ``model.safetensors`` and ``meta`` as ``config.json`` into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def _load_directory(path: Path, edge_chunk: int | None) -> NiNoModel:
+    config_path = path / CONFIG_FILE
+    meta = read_directory_config(path, "NiNo checkpoint")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
-        hint = " (a regime router of two models: load it with nowcast.RegimeRouter.load)" if isinstance(meta, dict) and meta.get("format") == "nowcast.RegimeRouter" else ""
+        from .regime_router import ROUTER_FORMAT  # here: regime_router imports this module
+
+        hint = " (a regime router of two models: load it with nowcast.RegimeRouter.load)" if isinstance(meta, dict) and meta.get("format") == ROUTER_FORMAT else ""
         raise CheckpointError(f"{config_path} is not a {FORMAT_NAME} config{hint}")
     if meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{config_path}: unsupported format version {meta.get('version')!r}")
@@ -114,11 +143,7 @@ def _load_directory(path: Path, edge_chunk: int | None) -> NiNoModel:
         config = NiNoConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: {exc}") from exc
-    try:
-        state_dict = load_file(str(weights_path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error type for corrupt files
-        raise CheckpointError(f"cannot read {weights_path}: {exc}") from exc
-    return _build(config, state_dict, str(path), edge_chunk)
+    return _build(config, read_directory_weights(path), str(path), edge_chunk)
 
 
 def load(path: str | Path, *, edge_chunk: int | None = DEFAULT_EDGE_CHUNK) -> NiNoModel:
@@ -143,13 +168,7 @@ def load(path: str | Path, *, edge_chunk: int | None = DEFAULT_EDGE_CHUNK) -> Ni
 
 def save(model: NiNoModel, directory: str | Path) -> Path:
     """Write ``model`` as ``directory/config.json`` + ``directory/model.safetensors``; returns the directory."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state_dict = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    save_file(state_dict, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model.config.to_dict()}
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    directory = write_directory(directory, meta, model.state_dict())
     log.info("saved NiNo model to %s", directory)
     return directory

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_state_dict
+from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_state_dict, read_directory_config, read_directory_weights, write_directory
 from .config import NiNoConfig
 from .model import NiNoModel
 from .predict import ModelNowcaster, NiNoPredictor, WNNPlus
@@ -142,48 +142,28 @@ class RegimeRouter:
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (both experts) into ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"{side}.{key}": t.detach().to("cpu").contiguous()
-            for side in _SIDES
-            for key, t in getattr(self, side).model.state_dict().items()
-        }
-        save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        tensors = {f"{side}.{key}": t for side in _SIDES for key, t in getattr(self, side).model.state_dict().items()}
         meta = {
             "format": ROUTER_FORMAT,
             "version": ROUTER_VERSION,
             "split": self.split,
             **{side: getattr(self, side).model.config.to_dict() for side in _SIDES},
         }
-        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        directory = write_directory(directory, meta, tensors)
         log.info("saved regime router (split %g) to %s", self.split, directory)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs: Any) -> RegimeRouter:
         """Load a directory written by :meth:`save` (safetensors only, no pickle)."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for required in (config_path, weights_path):
-            if not required.is_file():
-                raise FileNotFoundError(f"regime router directory {directory} has no {required.name}")
-        try:
-            meta = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read {config_path}: {exc}") from exc
+        meta = read_directory_config(directory, "regime router")
         if not isinstance(meta, dict) or meta.get("format") != ROUTER_FORMAT:
             raise CheckpointError(f"{config_path} is not a {ROUTER_FORMAT} config")
         if meta.get("version") != ROUTER_VERSION:
             raise CheckpointError(f"{config_path}: unsupported format version {meta.get('version')!r}")
-        try:
-            tensors = load_file(str(weights_path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error type for corrupt files
-            raise CheckpointError(f"cannot read {weights_path}: {exc}") from exc
+        tensors = read_directory_weights(directory)
         stray = sorted(key for key in tensors if key.partition(".")[0] not in _SIDES)
         if stray:
             raise CheckpointError(f"{weights_path}: entries that belong to neither expert: {', '.join(stray[:5])}")
