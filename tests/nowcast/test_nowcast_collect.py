@@ -148,6 +148,19 @@ def test_mixed_recipe_adds_the_low_learning_rate_regime_to_nino_cpu():
     assert min(r.seed for r in mixed.all_runs) >= 100
 
 
+@pytest.mark.parametrize("name, extra_runs", [("nino-cpu-more", 12), ("nino-cpu-more3", 24)])
+def test_more_recipes_add_long_regime_fm16_runs_to_nino_cpu(name, extra_runs):
+    """The data experiment: only the number of FM/16 runs changes (same regime, new seeds)."""
+    base, more = get_recipe("nino-cpu"), get_recipe(name)
+    assert more.runs[: len(base.runs)] == base.runs and more.val_runs == base.val_runs
+    extra = more.runs[len(base.runs) :]
+    assert len(extra) == extra_runs
+    assert {(r.task, r.every, r.resolved_steps()) for r in extra} == {("fm16", 200, 10_000)}
+    assert {r.lr_mult for r in extra} == {r.lr_mult for r in base.runs if r.task == "fm16"}
+    assert not {r.seed for r in extra} & {r.seed for r in base.all_runs if r.task == "fm16"}
+    assert dict(more.metatrain) == dict(base.metatrain)
+
+
 def test_regime_recipe_is_the_mixed_data_with_the_regime_input():
     mixed, regime = get_recipe("nino-cpu-mixed"), get_recipe("nino-cpu-regime")
     assert regime.runs == mixed.runs and regime.val_runs == mixed.val_runs
