@@ -211,14 +211,14 @@ def _grid(task: str, seeds: Iterable[int], lr_mults: Sequence[float], steps: int
 
 
 # Seeds start at 100 so that no collected trajectory equals a benchmark run (seeds 0, 1, 2, ...).
+_FM16_LR_MULTS = (1.0, 0.5, 1.5, 0.75, 1.25, 1.0)
 _NINO_CPU_RUNS = (
-    _grid("fm16", range(100, 112), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
+    _grid("fm16", range(100, 112), _FM16_LR_MULTS, 10_000)
     + _grid("shakespeare-3-24", range(100, 108), (1.0, 0.5, 1.5, 0.75), 5_000)
     + _grid("shakespeare-2-32", range(100, 108), (1.0, 1.5, 0.5, 1.25), 5_000)
 )
-# Twice and three times nino-cpu's long-regime FM/16 runs: 12 + 12 more, same learning rates.
-_MORE_FM16_RUNS = _grid("fm16", range(150, 162), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
-_MORE3_FM16_RUNS = _grid("fm16", range(162, 174), (1.0, 0.5, 1.5, 0.75, 1.25, 1.0), 10_000)
+# Twice and three times nino-cpu's long-regime FM/16 runs: the first 12 or all 24 of these, same learning rates.
+_MORE_FM16_RUNS = _grid("fm16", range(150, 174), _FM16_LR_MULTS, 10_000)
 _NINO_CPU_VAL = (RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 108, 1.0, 5_000), RunSpec("shakespeare-2-32", 108, 1.0, 5_000))
 # The regime of the held-out digits task (Adam 1e-3 = FM/16's 6e-3 x 1/6, states every 40 steps), on FashionMNIST.
 _LOW_LR_FM16_RUNS = _grid("fm16", range(120, 128), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
@@ -258,7 +258,7 @@ RECIPES: dict[str, Recipe] = {
             "and the same 16 Tiny Shakespeare runs, validation runs and meta-training (an experiment on FM/32's "
             "dependence on the training run, see docs/metatraining.md)"
         ),
-        runs=_NINO_CPU_RUNS + _MORE_FM16_RUNS,
+        runs=_NINO_CPU_RUNS + _MORE_FM16_RUNS[:12],
         val_runs=_NINO_CPU_VAL,
         metatrain=dict(_NINO_CPU_METATRAIN),
         workers=2,
@@ -266,7 +266,7 @@ RECIPES: dict[str, Recipe] = {
     "nino-cpu-more3": Recipe(
         name="nino-cpu-more3",
         description="nino-cpu-more with 12 FM/16 runs more again (36 of 10k steps, seeds 100-111 and 150-173); same experiment",
-        runs=_NINO_CPU_RUNS + _MORE_FM16_RUNS + _MORE3_FM16_RUNS,
+        runs=_NINO_CPU_RUNS + _MORE_FM16_RUNS,
         val_runs=_NINO_CPU_VAL,
         metatrain=dict(_NINO_CPU_METATRAIN),
         workers=2,
