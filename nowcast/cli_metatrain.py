@@ -33,11 +33,11 @@ _OVERRIDES = (
 # machine, process CPU time): a base-optimizer step incl. the amortised validation at every
 # snapshot (FM/16: 27 ms + 1.6 s per evaluation of 10k images), and one window's NiNo forward +
 # backward at hid 64 over all 40 horizons incl. building the window (scales ~hid^2).
-_STEP_S = {"fm16": 0.035, "fm32": 0.08, "digits": 0.006, "shakespeare-3-24": 0.030, "shakespeare-2-32": 0.026}
+_STEP_S = {"fm16": 0.035, "fm24": 0.055, "fm32": 0.08, "digits": 0.006, "shakespeare-3-24": 0.030, "shakespeare-2-32": 0.026}
 # The validation at each snapshot, included in _STEP_S at one snapshot per 200 steps; runs that
 # save states more often pay it more often (FM/16 every 40 steps: 2000 steps in 133 s, not 70 s).
 _EVAL_S = {"fm16": 1.6}
-_WINDOW_S_HID64 = {"fm16": 0.028, "fm32": 0.1, "digits": 0.028, "shakespeare-3-24": 0.205, "shakespeare-2-32": 0.24}
+_WINDOW_S_HID64 = {"fm16": 0.028, "fm24": 0.06, "fm32": 0.1, "digits": 0.028, "shakespeare-3-24": 0.205, "shakespeare-2-32": 0.24}
 _LANDING_S = 0.032  # the landing term's task-network pass per window, whatever the NiNo size (benchmarks/landing_loss.py)
 
 

@@ -219,6 +219,8 @@ _NINO_CPU_RUNS = (
 )
 # Twice and three times nino-cpu's long-regime FM/16 runs: the first 12 or all 24 of these, same learning rates.
 _MORE_FM16_RUNS = _grid("fm16", range(150, 174), _FM16_LR_MULTS, 10_000)
+# Convnets of a second width (24-48-48), same regime: does width variety in the data help FM/32's width?
+_FM24_RUNS = _grid("fm24", range(180, 188), _FM16_LR_MULTS, 10_000)
 _NINO_CPU_VAL = (RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 108, 1.0, 5_000), RunSpec("shakespeare-2-32", 108, 1.0, 5_000))
 # The regime of the held-out digits task (Adam 1e-3 = FM/16's 6e-3 x 1/6, states every 40 steps), on FashionMNIST.
 _LOW_LR_FM16_RUNS = _grid("fm16", range(120, 128), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
@@ -267,6 +269,18 @@ RECIPES: dict[str, Recipe] = {
         name="nino-cpu-more3",
         description="nino-cpu-more with 12 FM/16 runs more again (36 of 10k steps, seeds 100-111 and 150-173); same experiment",
         runs=_NINO_CPU_RUNS + _MORE_FM16_RUNS,
+        val_runs=_NINO_CPU_VAL,
+        metatrain=dict(_NINO_CPU_METATRAIN),
+        workers=2,
+    ),
+    "nino-cpu-wide": Recipe(
+        name="nino-cpu-wide",
+        description=(
+            "nino-cpu plus 8 FashionMNIST runs of a wider convnet (fm24: 24-48-48, 10k steps, seeds 180-187, the "
+            "FM/16 learning-rate grid); same validation runs and meta-training (an experiment on FM/32's width, "
+            "see docs/metatraining.md)"
+        ),
+        runs=_NINO_CPU_RUNS + _FM24_RUNS,
         val_runs=_NINO_CPU_VAL,
         metatrain=dict(_NINO_CPU_METATRAIN),
         workers=2,

@@ -161,6 +161,19 @@ def test_more_recipes_add_long_regime_fm16_runs_to_nino_cpu(name, extra_runs):
     assert dict(more.metatrain) == dict(base.metatrain)
 
 
+def test_wide_recipe_adds_a_second_convnet_width_to_nino_cpu():
+    """The width experiment: nino-cpu plus FM/24 runs in FM/16's regime; FM/32's width stays unseen."""
+    base, wide = get_recipe("nino-cpu"), get_recipe("nino-cpu-wide")
+    assert wide.runs[: len(base.runs)] == base.runs and wide.val_runs == base.val_runs
+    extra = wide.runs[len(base.runs) :]
+    assert len(extra) == 8 and {(r.task, r.every, r.resolved_steps()) for r in extra} == {("fm24", 200, 10_000)}
+    assert {r.lr_mult for r in extra} == {r.lr_mult for r in base.runs if r.task == "fm16"}
+    assert min(r.seed for r in extra) >= 100 and dict(wide.metatrain) == dict(base.metatrain)
+    assert "fm32" not in {r.task for r in wide.all_runs}
+    n = {t: sum(p.numel() for p in get_task(t).model().parameters()) for t in ("fm16", "fm24", "fm32")}
+    assert n["fm16"] < n["fm24"] < n["fm32"]
+
+
 def test_regime_recipe_is_the_mixed_data_with_the_regime_input():
     mixed, regime = get_recipe("nino-cpu-mixed"), get_recipe("nino-cpu-regime")
     assert regime.runs == mixed.runs and regime.val_runs == mixed.val_runs
