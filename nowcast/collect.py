@@ -239,6 +239,15 @@ _NINO_CPU_METATRAIN = {
     "val_windows": 64, "select": "val_jump",
 }
 
+
+def _nino_cpu_plus(name: str, description: str, extra_runs: tuple[RunSpec, ...]) -> Recipe:
+    """nino-cpu with more training runs and nothing else changed (its validation runs and meta-training)."""
+    return Recipe(
+        name=name, description=description, runs=_NINO_CPU_RUNS + extra_runs, val_runs=_NINO_CPU_VAL,
+        metatrain=dict(_NINO_CPU_METATRAIN), workers=2,
+    )
+
+
 RECIPES: dict[str, Recipe] = {
     "nino-cpu": Recipe(
         name="nino-cpu",
@@ -253,37 +262,24 @@ RECIPES: dict[str, Recipe] = {
         metatrain=_NINO_CPU_METATRAIN,
         workers=2,
     ),
-    "nino-cpu-more": Recipe(
-        name="nino-cpu-more",
-        description=(
-            "nino-cpu with twice the FM/16 runs (24 of 10k steps, seeds 100-111 and 150-161, learning rates x0.5 to x1.5) "
-            "and the same 16 Tiny Shakespeare runs, validation runs and meta-training (an experiment on FM/32's "
-            "dependence on the training run, see docs/metatraining.md)"
-        ),
-        runs=_NINO_CPU_RUNS + _MORE_FM16_RUNS[:12],
-        val_runs=_NINO_CPU_VAL,
-        metatrain=dict(_NINO_CPU_METATRAIN),
-        workers=2,
+    "nino-cpu-more": _nino_cpu_plus(
+        "nino-cpu-more",
+        "nino-cpu with twice the FM/16 runs (24 of 10k steps, seeds 100-111 and 150-161, learning rates x0.5 to x1.5) "
+        "and the same 16 Tiny Shakespeare runs, validation runs and meta-training (an experiment on FM/32's "
+        "dependence on the training run, see docs/metatraining.md)",
+        _MORE_FM16_RUNS[:12],
     ),
-    "nino-cpu-more3": Recipe(
-        name="nino-cpu-more3",
-        description="nino-cpu-more with 12 FM/16 runs more again (36 of 10k steps, seeds 100-111 and 150-173); same experiment",
-        runs=_NINO_CPU_RUNS + _MORE_FM16_RUNS,
-        val_runs=_NINO_CPU_VAL,
-        metatrain=dict(_NINO_CPU_METATRAIN),
-        workers=2,
+    "nino-cpu-more3": _nino_cpu_plus(
+        "nino-cpu-more3",
+        "nino-cpu-more with 12 FM/16 runs more again (36 of 10k steps, seeds 100-111 and 150-173); same experiment",
+        _MORE_FM16_RUNS,
     ),
-    "nino-cpu-wide": Recipe(
-        name="nino-cpu-wide",
-        description=(
-            "nino-cpu plus 8 FashionMNIST runs of a wider convnet (fm24: 24-48-48, 10k steps, seeds 180-187, the "
-            "FM/16 learning-rate grid); same validation runs and meta-training (an experiment on FM/32's width, "
-            "see docs/metatraining.md)"
-        ),
-        runs=_NINO_CPU_RUNS + _FM24_RUNS,
-        val_runs=_NINO_CPU_VAL,
-        metatrain=dict(_NINO_CPU_METATRAIN),
-        workers=2,
+    "nino-cpu-wide": _nino_cpu_plus(
+        "nino-cpu-wide",
+        "nino-cpu plus 8 FashionMNIST runs of a wider convnet (fm24: 24-48-48, 10k steps, seeds 180-187, the "
+        "FM/16 learning-rate grid); same validation runs and meta-training (an experiment on FM/32's width, "
+        "see docs/metatraining.md)",
+        _FM24_RUNS,
     ),
     "nino-cpu-mixed": Recipe(
         name="nino-cpu-mixed",
