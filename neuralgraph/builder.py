@@ -148,12 +148,13 @@ class GraphBuilder:
         value: float | None = None,
         name: str | None = None,
     ) -> EdgeBlock:
-        """Unit ``i`` of ``src`` to unit ``i`` of ``dst``: parameter values or a fixed value."""
+        """Unit ``i`` of ``src`` to unit ``i`` of ``dst``: parameter values (``(n,)``, or ``(n, K)`` for K
+        feature slots per edge, e.g. a depthwise convolution's kernel) or a fixed value."""
         src, dst = as_range(src), as_range(dst)
         if src.size != dst.size:
             raise GraphConstructionError(f"diagonal block '{name}': {src} and {dst} differ in size")
         if view is not None:
-            if view.shape != (dst.size,):
+            if view.ndim not in (1, 2) or view.shape[0] != dst.size:
                 raise GraphConstructionError(f"diagonal block '{name or view.name}': view shape {view.shape}")
             return self._add(name or view.name, DIAGONAL, src, dst, edge_type, view.reshape_tail(1))
         if value is None:

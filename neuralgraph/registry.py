@@ -149,11 +149,15 @@ def get_converter(arch: str) -> Converter:
     raise UnsupportedModelError(f"no converter is registered as '{arch}'. Supported: {_supported()}")
 
 
-def resolve(model: Any, arch: str | None = None, config: Any = None) -> tuple[Converter, ModelSource]:
+def resolve(
+    model: Any, arch: str | None = None, config: Any = None, example_inputs: Any = None
+) -> tuple[Converter, ModelSource]:
     """Pick the converter for ``model`` (explicit ``arch`` first)."""
     source = ModelSource.of(model)
     if config is not None:
         source.config = config
+    if example_inputs is not None:
+        source.example_inputs = example_inputs
     if arch is not None:
         return get_converter(arch), source
     if source.module is None:
@@ -171,26 +175,79 @@ def resolve(model: Any, arch: str | None = None, config: Any = None) -> tuple[Co
 
 
 def convert(
-    model: Any, *, arch: str | None = None, lpe: int = 8, naive: bool = False, config: Any = None
+    model: Any,
+    *,
+    example_inputs: Any = None,
+    arch: str | None = None,
+    lpe: int = 8,
+    naive: bool = False,
+    config: Any = None,
 ) -> NeuralGraph:
     """Convert a model (or a ``(name, shape)`` list with ``arch=``) into a :class:`NeuralGraph`.
 
-    ``arch`` names a registered converter and takes precedence; otherwise a converter matching the
-    model's Hugging Face ``model_type`` or class is used, then the fallback converters. ``lpe`` is
-    the number of Laplacian positional-encoding columns (0 for none); ``naive`` asks attention
-    converters for the naive graph (no effect on architectures without attention); ``config``
-    (an object or dict, e.g. ``{"n_head": 4}``) gives a shape list what the shapes cannot say.
-    Raises :class:`UnsupportedModelError` naming the first module or parameter that cannot be
-    placed, and listing what is supported.
+    ``arch`` names a registered converter and takes precedence; otherwise a hand-written converter
+    matching the model's Hugging Face ``model_type`` or class is used, else the ``traced``
+    converter, which reads the graph off the model's forward on ``example_inputs`` (a tensor, a
+    tuple of positional arguments or a dict of keyword arguments; derived from the config for
+    Hugging Face models and from the first layer of simple ones). Those inputs are also
+    :func:`neuralgraph.verify`'s default inputs. An ``nn.Sequential`` read as a chain by the
+    ``sequential`` converter is kept only where the trace confirms the chain.
+
+    ``lpe`` is the number of Laplacian positional-encoding columns (0 for none); ``naive`` asks
+    attention converters for the naive graph (no effect on architectures without attention);
+    ``config`` (an object or dict, e.g. ``{"n_head": 4}``) gives a shape list what the shapes
+    cannot say. Raises :class:`UnsupportedModelError` (or another :class:`NeuralGraphError`)
+    saying what cannot be placed and why.
     """
-    converter, source = resolve(model, arch, config)
+    converter, source = resolve(model, arch, config, example_inputs)
     try:
-        graph = converter.build(source, naive=naive, lpe=lpe)
+        if arch is None and source.module is not None and converter.name in ("sequential", "traced"):
+            graph = _chain_or_traced(source, naive=naive, lpe=lpe)
+        else:
+            graph = converter.build(source, naive=naive, lpe=lpe)
     except UnsupportedModelError as err:
         raise UnsupportedModelError(f"{err}\nSupported: {_supported()}") from None
     graph.meta.setdefault("converter", converter.name)
-    log.debug("converted %s with '%s': %r", type(source.module).__name__, converter.name, graph)
+    log.debug("converted %s with '%s': %r", type(source.module).__name__, graph.meta["converter"], graph)
     return graph
+
+
+def _chain_or_traced(source: ModelSource, *, naive: bool, lpe: int) -> NeuralGraph:
+    """A module without a hand-written converter: the ``sequential`` reading (registration order,
+    the node order of the NiNo authors' graphs) where the traced forward confirms it, else the
+    traced graph."""
+    from .compare import compare_graphs
+    from .errors import NeuralGraphError
+
+    traced = get_converter("traced")
+    try:
+        chain = get_converter("sequential").build(source, naive=naive, lpe=lpe)
+    except NeuralGraphError as chain_err:
+        log.debug("%s is not a chain of layers (%s); tracing it", type(source.module).__name__, chain_err)
+        try:
+            graph = traced.build(source, naive=naive, lpe=lpe)
+        except NeuralGraphError as trace_err:
+            raise UnsupportedModelError(f"{chain_err}\n(traced converter: {trace_err})") from None
+        graph.meta["converter"] = "traced"
+        return graph
+    if source.example_inputs is None:
+        source.example_inputs = _sequential_inputs(source.module, chain)
+    graph = traced.build(source, naive=naive, lpe=lpe)
+    graph.meta["converter"] = "traced"
+    result = compare_graphs(chain, graph)
+    if not result:
+        log.info("%s does not compute the chain its modules are listed in (%s); using the traced graph",
+                 type(source.module).__name__, result.reason)
+        return graph
+    chain.meta["converter"] = "sequential"
+    chain.meta["example_inputs"] = graph.meta.get("example_inputs")
+    chain.meta["confirmed_by_trace"] = True
+    return chain
+
+
+def _sequential_inputs(model, graph: NeuralGraph):
+    fn = get_converter("sequential").example_inputs
+    return fn(model, graph, torch.Generator().manual_seed(0), 2)
 
 
 _BUILTIN_LOADED = False

@@ -25,6 +25,7 @@ class ModelSource:
     params: list[ParamSpec]
     module: nn.Module | None = None
     config: Any = None
+    example_inputs: Any = None  # what the traced converter runs the forward on
 
     @classmethod
     def of(cls, model: Any) -> "ModelSource":

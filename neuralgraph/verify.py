@@ -123,9 +123,27 @@ class VerificationReport:
     def __bool__(self) -> bool:
         return not self.failures
 
+    def headline(self) -> str:
+        """What failed first, in one sentence (empty when everything passed)."""
+        goods = [c for c in self.failures if c.kind == "good"]
+        if goods:
+            c = max(goods, key=lambda c: c.deviation if not math.isnan(c.deviation) else math.inf)
+            return (f"the declared symmetry '{c.description.removeprefix('permute ')}' is not a symmetry of the model: "
+                    f"it moved the outputs by {c.deviation:.2e} (tolerance {self.rtol:.0e}) {c.detail}").rstrip()
+        trips = [c for c in self.failures if c.kind == "round-trip"]
+        if trips:
+            return "parameters -> edge features -> parameters is not exact"
+        bads = [c for c in self.failures if c.kind == "bad"]
+        if bads:
+            c = bads[0]
+            return (f"a permutation that breaks '{', '.join(c.groups)}' left the outputs or the graph unchanged "
+                    f"(output change {c.deviation:.2e}): the graph may claim less structure than the model has")
+        return ""
+
     def __str__(self) -> str:
-        lines = [
-            f"verify {self.arch}: {'PASSED' if self else 'FAILED'} — "
+        lines = [f"verify {self.arch}: FAILED — {self.headline()}"] if not self else []
+        lines += [
+            f"verify {self.arch}: {'PASSED' if self else 'details'} — "
             f"{self.good_passed}/{self.good_trials} good permutations kept outputs and graph "
             f"(worst deviation {self.worst_good_deviation:.2e}, tolerance {self.rtol:.0e}); "
             f"{self.bad_detected}/{self.bad_trials} bad permutations changed both "
@@ -214,6 +232,17 @@ def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: to
 
 def _part_name(graph: NeuralGraph, side) -> str:
     return graph.block(side[0]).view.parts[side[2]].name
+
+
+def _moves(graph: NeuralGraph, perms: Mapping[str, torch.Tensor], side) -> bool:
+    """Whether ``perms`` moves any unit of the range that the bad permutation leaves out."""
+    block = graph.block(side[0])
+    ranges = (block.src, block.dst) if side[1] == "slot" else ((block.src,) if side[1] == "src" else (block.dst,))
+    for r in ranges:
+        perm = perms.get(r.group)
+        if perm is not None and not torch.equal(perm[r.lo : r.lo + r.size], torch.arange(r.lo, r.lo + r.size)):
+            return True
+    return False
 
 
 def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -343,7 +372,10 @@ def verify(
 
     # bad permutations: every way of breaking a symmetry, cycled
     # a bad permutation must move the outputs well above what good ones showed (round-off)
-    threshold = max(change_tol, 10 * report.worst_good_deviation)
+    # (only good permutations that passed count: a declared symmetry that fails is a wrong graph,
+    # not round-off, and must not make every bad permutation look harmless)
+    passed_good = [c.deviation for c in report.checks if c.kind == "good" and c.passed]
+    threshold = max(change_tol, 10 * max(passed_good, default=0.0))
     report.change_threshold = threshold
     candidates: list[tuple[str, Any, Any]] = []
     inert = graph.meta.get("without_effect", {})
@@ -378,6 +410,10 @@ def verify(
         for _attempt in range(3):  # a permutation of units that happen to be inactive changes nothing
             if kind == "inconsistent":
                 perms = _draw(graph, [sym], generator)
+                for _redraw_try in range(16):  # segments drawn separately may leave the left-out range still
+                    if _moves(graph, perms, side):
+                        break
+                    perms = _draw(graph, [sym], generator)
                 skip = (side,)
                 what = (
                     f"permute {sym.name} everywhere except tensor {side[2]} ({_part_name(graph, side)}) of block '{side[0]}'"
@@ -398,13 +434,19 @@ def verify(
             ok = deviation > threshold and not same
             if ok:
                 break
+        if not ok and same is None and kind == "cross-segment":
+            # the blocks address the segments separately (a grouped convolution): the permutation cannot
+            # even be laid onto the parameters, so the graph itself rules it out; nothing to run
+            report.checks.append(Check("inert", what, tuple(sym.groups), True, detail=f"{detail} (ruled out by the block layout)"))
+            continue
         if not ok and kind == "inconsistent" and same is False and not math.isnan(deviation):
             effect = sensitivity(side)
             if effect <= INERT_FACTOR * threshold:
                 part = f"tensor {side[2]} of block '{side[0]}'" if side[1] == "slot" else f"block '{side[0]}'"
                 detail = (
                     f"({part} has almost no effect on the outputs for these parameters and inputs: replacing it by noise "
-                    f"moved them by {effect:.1e}, the permutation by {deviation:.1e}; the graph changed as it should)"
+                    f"moved them by only {effect:.1e} (under {INERT_FACTOR * threshold:.1e}), the permutation by "
+                    f"{deviation:.1e}; the graph changed as it should)"
                 )
                 report.checks.append(Check("inert", what, tuple(sym.groups), True, deviation, same, detail))
                 continue

@@ -351,7 +351,6 @@ def sample_model(rng: random.Random) -> nn.Module:
     "sequential",
     aliases=("mlp", "convnet"),
     modules=(nn.Sequential,),
-    fallback=True,
     accepts_specs=True,
     example=sample_model,
     example_inputs=_inputs,

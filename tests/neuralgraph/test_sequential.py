@@ -57,7 +57,10 @@ def test_flatten_after_pooling_is_accepted():
 def test_unsupported_layer_is_named():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Sequential(nn.GRU(4, 4)))
     with pytest.raises(ng.UnsupportedModelError, match=r"(?s)'2.0' \(GRU\) with parameter '2.0.weight_ih_l0'.*Supported:.*sequential"):
-        ng.convert(model)
+        ng.convert(model, arch="sequential")
+    # left to choose, convert reads the GRU off the forward instead
+    graph = ng.convert(model, example_inputs=torch.randn(5, 3), lpe=0)
+    assert graph.meta["converter"] == "traced"
 
 
 def test_unknown_parameter_free_module_and_registration():
@@ -67,7 +70,8 @@ def test_unknown_parameter_free_module_and_registration():
 
     model = nn.Sequential(nn.Linear(3, 4), Square(), nn.Linear(4, 2))
     with pytest.raises(ng.UnsupportedModelError, match=r"'1' \(Square\) is not known to act unit-wise.*register_unitwise"):
-        ng.convert(model)
+        ng.convert(model, arch="sequential")
+    assert ng.verify(model)  # left to choose, convert reads x * x off the forward
     register_unitwise(Square)
     try:
         assert ng.verify(model)
@@ -77,15 +81,15 @@ def test_unknown_parameter_free_module_and_registration():
 
 def test_other_unsupported_structures():
     with pytest.raises(ng.UnsupportedModelError, match="groups=2"):
-        ng.convert(nn.Sequential(nn.Conv2d(2, 4, 3, groups=2)))
+        ng.convert(arch="sequential", model=nn.Sequential(nn.Conv2d(2, 4, 3, groups=2)))
     with pytest.raises(ng.UnsupportedModelError, match="without Flatten"):
-        ng.convert(nn.Sequential(nn.Conv2d(2, 4, 3), nn.Linear(4, 3)))
+        ng.convert(arch="sequential", model=nn.Sequential(nn.Conv2d(2, 4, 3), nn.Linear(4, 3)))
     with pytest.raises(ng.UnsupportedModelError, match="no Linear or Conv layer"):
-        ng.convert(nn.Sequential(nn.LayerNorm(3)))
+        ng.convert(arch="sequential", model=nn.Sequential(nn.LayerNorm(3)))
     with pytest.raises(ng.UnsupportedModelError, match="pool across units"):
-        ng.convert(nn.Sequential(nn.Linear(3, 4), nn.MaxPool1d(2), nn.Linear(2, 1)))
+        ng.convert(arch="sequential", model=nn.Sequential(nn.Linear(3, 4), nn.MaxPool1d(2), nn.Linear(2, 1)))
     with pytest.raises(ng.ParameterMismatchError, match="'1' expects 5 inputs but the previous layer has 4"):
-        ng.convert(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)))
+        ng.convert(arch="sequential", model=nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)))
 
 
 def test_shape_list_errors():
@@ -117,5 +121,12 @@ def test_registration_order_mistake_is_caught_by_verifier():
         def forward(self, x):
             return self.second(torch.tanh(self.first(x)))
 
-    report = ng.verify(Swapped())
+    model = Swapped()
+    # forced to read registration order, the graph is wrong, and the verifier says which symmetry failed
+    report = ng.verify(model, arch="sequential")
     assert not report and any(f.kind == "good" for f in report.failures)
+    assert str(report).startswith("verify sequential: FAILED — the declared symmetry")
+    # left to choose, convert sees that the forward is not that chain and returns the traced graph
+    graph = ng.convert(model, lpe=0)
+    assert graph.meta["converter"] == "traced"
+    assert ng.verify(model, graph)

@@ -1,0 +1,93 @@
+"""The traced converter: a neural graph read off the model's own computation.
+
+:func:`trace_graph` records the forward as aten ops (:mod:`.record`), runs them through the op
+rules (:mod:`.rules`) that say which neurons each tensor element belongs to and which parameter
+elements connect which neurons (:mod:`.dataflow`, :mod:`.relations`), and turns those facts into
+node groups, edge blocks and symmetries (:mod:`.emit`). ``docs/converters.md`` describes the rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..builder import GraphBuilder
+from ..params import param_specs
+from .dataflow import Dataflow, TraceError
+from .emit import emit
+from .record import Trace, record
+from .rules import RULES, apply, rule
+from .values import Data, Params, Units
+
+__all__ = ["trace_builder", "TraceError", "RULES", "rule", "record", "Trace"]
+
+log = logging.getLogger(__name__)
+
+
+def run_rules(trace: Trace, specs) -> Dataflow:
+    """Every recorded op through its rule; the model's outputs become fixed output neurons."""
+    flow = Dataflow(trace, specs)
+    for op in trace.ops:
+        for t in op.args:
+            if isinstance(t, torch.Tensor) and id(t) in flow.stale:
+                raise TraceError(
+                    f"{op.name} reads a tensor after a view of it was changed in place; the traced converter cannot "
+                    "follow in-place writes into views (write the forward without them)"
+                )
+        apply(flow, op)
+    for t in trace.outputs:
+        v = flow.value(t)
+        if isinstance(v, Units):
+            flow.rel.fix(v.ids, "a model output")
+            flow.rel.roles.append((v.ids.reshape(-1), "output"))
+    return flow
+
+
+def _check_coverage(flow: Dataflow, specs) -> None:
+    total = sum(s.numel for s in specs)
+    seen = torch.zeros(total, dtype=torch.bool)
+    for r in flow.rel.dense:
+        if r.elems is not None:
+            seen[r.elems.reshape(-1)] = True
+    for r in flow.rel.paired:
+        if r.elems is not None:
+            seen[r.elems.reshape(-1)] = True
+    missing = []
+    for s in specs:
+        part = seen[s.offset : s.offset + s.numel]
+        if not bool(part.all()):
+            used = int(part.sum())
+            missing.append(f"'{s.name}' {tuple(s.shape)}" + (f" ({s.numel - used} of {s.numel} values)" if used else ""))
+    if missing:
+        raise TraceError(
+            f"the forward never uses parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)} on these inputs. "
+            "A graph cannot place values the model does not compute with: remove the unused module, or pass "
+            "example_inputs that reach it (e.g. longer sequences for a position table)"
+        )
+
+
+def trace_builder(model: nn.Module, inputs: tuple | Mapping, *, arch: str = "traced") -> GraphBuilder:
+    """Declare ``model``'s neural graph from its forward on ``inputs`` (see the module docstring)."""
+    specs = param_specs(model)
+    was_training = model.training
+    model.eval()
+    try:
+        trace = record(model, inputs)
+    finally:
+        model.train(was_training)
+    flow = run_rules(trace, specs)
+    _check_coverage(flow, specs)
+    builder = emit(flow.rel, specs, arch)
+    builder.meta["traced"] = {
+        "ops": len(trace.ops),
+        "device": trace.device,
+        "opaque_ops": dict(flow.rel.opaque_ops),
+    }
+    if flow.rel.opaque_ops:
+        log.info("traced %s: no rule for %s; the neurons they read are kept fixed", type(model).__name__,
+                 ", ".join(f"{k} (x{v})" for k, v in flow.rel.opaque_ops.items()))
+    return builder
