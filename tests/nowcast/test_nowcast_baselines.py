@@ -88,7 +88,11 @@ def test_wnn(tmp_path: Path) -> None:
     torch.testing.assert_close(unchunked.predict(None, states, 4), out)
     path = wnn.save(tmp_path / "wnn.safetensors")
     again = WNN.load(path)
-    assert again.config == wnn.config and torch.equal(again.predict(None, states, 4), out)
+    assert again.config == wnn.config
+    # equal up to the last bit of float32 (on this machine's current wheels the reloaded network's
+    # matmuls round differently in the last place; the weights themselves are equal)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), wnn.state_dict().values()))
+    torch.testing.assert_close(again.predict(None, states, 4), out, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="ctx=5"):
         wnn.predict(None, states[:, :4], 1)
     with pytest.raises(ValueError, match="1..10"):
