@@ -11,7 +11,7 @@
   :func:`draw_lpe` (t-SNE of positional encodings).
 - ``analysis`` / ``python -m analysis`` on the command line (:mod:`analysis.cli`).
 
-See ``docs/analysis.md`` and DESIGN.md section 1. Importing the package stays light: matplotlib,
+See ``docs/analysis.md``. Importing the package stays light: matplotlib,
 scikit-learn, pydot and the symmetry module are imported when first used.
 """
 
