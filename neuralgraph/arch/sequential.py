@@ -269,6 +269,7 @@ def _inputs(model: nn.Module, graph, generator: torch.Generator, batch: int) -> 
     """Random inputs for the verifier: vectors, or images/sequences of a size the model accepts."""
     kind = graph.meta.get("input")
     dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device  # a model on the meta device is probed on meta tensors
     if kind is None:
         raise ValueError("the graph does not record the model's input; pass inputs= to verify")
     if kind[0] == "vector":
@@ -278,7 +279,7 @@ def _inputs(model: nn.Module, graph, generator: torch.Generator, batch: int) -> 
         x = torch.randn(batch, channels, *([size] * dims), generator=generator, dtype=dtype)
         try:
             with torch.no_grad():
-                model(x)
+                model(x.to(device))
         except (RuntimeError, ValueError):
             continue
         return (x,)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +20,8 @@ from .dataflow import Dataflow, TraceError
 from .emit import emit
 from .record import Trace, record
 from .rules import RULES, apply, rule
-from .values import Data, Params, Units
+from .usage import check_coverage
+from .values import Units
 
 __all__ = ["trace_builder", "TraceError", "RULES", "rule", "record", "Trace"]
 
@@ -47,29 +47,6 @@ def run_rules(trace: Trace, specs) -> Dataflow:
     return flow
 
 
-def _check_coverage(flow: Dataflow, specs) -> None:
-    total = sum(s.numel for s in specs)
-    seen = torch.zeros(total, dtype=torch.bool)
-    for r in flow.rel.dense:
-        if r.elems is not None:
-            seen[r.elems.reshape(-1)] = True
-    for r in flow.rel.paired:
-        if r.elems is not None:
-            seen[r.elems.reshape(-1)] = True
-    missing = []
-    for s in specs:
-        part = seen[s.offset : s.offset + s.numel]
-        if not bool(part.all()):
-            used = int(part.sum())
-            missing.append(f"'{s.name}' {tuple(s.shape)}" + (f" ({s.numel - used} of {s.numel} values)" if used else ""))
-    if missing:
-        raise TraceError(
-            f"the forward never uses parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)} on these inputs. "
-            "A graph cannot place values the model does not compute with: remove the unused module, or pass "
-            "example_inputs that reach it (e.g. longer sequences for a position table)"
-        )
-
-
 def trace_builder(model: nn.Module, inputs: tuple | Mapping, *, arch: str = "traced") -> GraphBuilder:
     """Declare ``model``'s neural graph from its forward on ``inputs`` (see the module docstring)."""
     specs = param_specs(model)
@@ -80,7 +57,7 @@ def trace_builder(model: nn.Module, inputs: tuple | Mapping, *, arch: str = "tra
     finally:
         model.train(was_training)
     flow = run_rules(trace, specs)
-    _check_coverage(flow, specs)
+    check_coverage(flow.rel, specs)
     builder = emit(flow.rel, specs, arch)
     builder.meta["traced"] = {
         "ops": len(trace.ops),

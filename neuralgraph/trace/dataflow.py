@@ -20,7 +20,9 @@ from ..errors import UnsupportedModelError
 from ..params import ParamSpec
 from .record import Trace
 from .relations import DenseRelation, Relations
+from .elems import Elems
 from .values import Data, Params, Units, Value
+from .rows import unique_rows
 
 __all__ = ["Dataflow", "TraceError"]
 
@@ -64,7 +66,7 @@ class Dataflow:
             return v
         spec = self._param_base.get(id(t))
         if spec is not None:
-            v = Params(torch.arange(spec.offset, spec.offset + spec.numel).reshape(spec.shape))
+            v = Params(Elems.of(spec))
         elif id(t) in self._inputs:
             v = Data("input")
         else:
@@ -83,8 +85,7 @@ class Dataflow:
         return f"<offset {offset}>"
 
     def params_named(self, p: Params) -> str:
-        names = sorted({self.param_name(int(o)) for o in p.idx.reshape(-1)[:1].tolist()})
-        return ", ".join(f"'{n}'" for n in names)
+        return f"'{self.param_name(p.idx.first())}'"
 
     # ------------------------------------------------------------------ neurons
     def units_along(self, t: torch.Tensor, dim: int, role: str = "input") -> Units:
@@ -101,7 +102,8 @@ class Dataflow:
         dim %= t.ndim
         size = t.shape[dim]
         kind = "input" if v.origin == "input" else "computed input"
-        ids = self.rel.allocate(size, "input", f"{kind} of {self.op_name}")
+        # a constant of equal elements (a zero initial state) tells no neuron apart: ordinary neurons
+        ids = self.rel.allocate(size, "hidden" if v.uniform else "input", f"{kind} of {self.op_name}")
         if not v.uniform:  # a constant of equal elements (a zero initial state) tells no neuron apart
             self.rel.fix(ids, "a model input" if v.origin == "input" else "a value computed without parameters")
         shape = [1] * t.ndim
@@ -154,9 +156,13 @@ class Dataflow:
     def attach(self, p: Params, units: Units, shape, edge_type: int) -> None:
         """Parameter ``p`` acts elementwise on the neurons ``units`` (broadcast to ``shape``): a
         bias, a norm or layer scale, a position table added to a stream."""
-        idx = p.idx.expand(shape).reshape(-1)
-        ids = units.ids.expand(shape).reshape(-1)
-        pairs = torch.stack([idx, ids], 1).unique(dim=0)  # sorted by element, then neuron
+        elems, ids = p.idx.expand(shape), units.ids.expand(shape)
+        # axes along which neither the parameter nor the neurons change (batch, sequence) repeat
+        # the same pairs: keep one slice of each before looking at pairs
+        first = tuple(slice(0, 1) if n > 1 and not elems.varies(d) and not self.varies(ids, d) else slice(None)
+                      for d, n in enumerate(shape))
+        idx, ids = elems[first].tensor().reshape(-1), ids[first].reshape(-1)
+        pairs = unique_rows(torch.stack([idx, ids], 1))  # sorted by element, then neuron
         elem, unit = pairs[:, 0], pairs[:, 1]
         per_elem = torch.bincount(elem - elem.min())
         name = self.param_name(int(elem[0]))
@@ -166,7 +172,7 @@ class Dataflow:
                 raise TraceError(f"{self.op_name}: parameter '{name}' is shared by several neurons in a way the graph cannot hold")
             target = self.rel.allocate(1, "bias", f"{name}:target")
             self.rel.fix(target, "target of a shared scalar parameter")
-            self.rel.dense.append(DenseRelation(self.bias_node(name), target, elem[:1].reshape(1, 1, 1), edge_type, name))
+            self.rel.dense.append(DenseRelation(self.bias_node(name), target, p.idx.materialized(elem[:1].reshape(1, 1, 1)), edge_type, name))
             return
         units_sorted, counts = unit.unique(return_counts=True)
         c = int(counts[0])
@@ -175,11 +181,11 @@ class Dataflow:
         order = torch.argsort(unit * (elem.max() + 1) + elem)  # by neuron, then element
         grid = elem[order].reshape(-1, c)  # [neuron, k]
         if c == 1:
-            self.rel.dense.append(DenseRelation(self.bias_node(name), units_sorted, grid.reshape(1, -1, 1), edge_type, name))
+            self.rel.dense.append(DenseRelation(self.bias_node(name), units_sorted, p.idx.materialized(grid.reshape(1, -1, 1)), edge_type, name))
         else:  # the parameter also varies along data positions: one node per position
             positions = self.row_group(name, c, "position")
             etype = et.POSITION_EMBEDDING if edge_type == et.BIAS else edge_type
-            self.rel.dense.append(DenseRelation(positions, units_sorted, grid.t().unsqueeze(-1), etype, name))
+            self.rel.dense.append(DenseRelation(positions, units_sorted, p.idx.materialized(grid.t().unsqueeze(-1)), etype, name))
 
     def opaque(self, op, reason: str) -> None:
         """No rule: every neuron the op reads is fixed (conservative) and its results are data."""

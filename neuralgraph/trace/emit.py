@@ -9,11 +9,7 @@
    :class:`~neuralgraph.params.ParamView`), which is what makes ``edge_features`` / ``to_params``
    exact inverses. Two parameters on the same edges (SwiGLU's gate and up projections) share one
    stacked block.
-4. **Symmetries**, from the same facts: groups tied by residual or gating edges move together;
-   a head group with equal segments of its member groups gives whole-head permutations and, where
-   no label tells a head's neurons apart, permutations inside heads; norms and softmaxes over part
-   of a group restrict it to segments; inputs, outputs, labelled neurons and whatever an opaque op
-   read stay fixed.
+4. **Symmetries**, from the same facts (:mod:`neuralgraph.trace.symmetries`).
 """
 
 from __future__ import annotations
@@ -29,7 +25,11 @@ from ..builder import GraphBuilder
 from ..groups import NodeGroup
 from ..params import ParamSpec, ParamView
 from .dataflow import TraceError
+from .elems import Elems
 from .relations import DenseRelation, PairedRelation, Relations
+from .rows import unique_rows
+from .symmetries import SymmetryDeclarations
+from .usage import join_reused
 
 __all__ = ["emit"]
 
@@ -51,67 +51,6 @@ def _canonical(rel: Relations) -> torch.Tensor:
     comp = torch.from_numpy(comp).long()
     first = torch.full((int(comp.max()) + 1,), n, dtype=torch.long).scatter_reduce(0, comp, canon, "amin")
     return first[comp]
-
-
-def _reused_parameters(rel: Relations) -> None:
-    """A parameter element on several edges (a module applied twice, tied weights) joins the
-    neurons those edges touch, axis to axis: the first use's neurons are the later uses' ones.
-
-    One case is drawn as hand-written graphs draw it: an output head tied to the input embedding
-    (GPT-2's ``lm_head``). Its logits would join the token nodes and the last stream the first;
-    instead the head's edges are left out (the parameter is on the embedding's edges already) and
-    the stream it reads is only tied to the embedding's for the symmetries."""
-    outputs = torch.zeros(rel.num_units, dtype=torch.bool)
-    for units, role in rel.roles:
-        if role == "output":
-            outputs[units] = True
-    elems, src, dst, owner = [], [], [], []
-    for i, r in enumerate(rel.dense):
-        if r.elems is not None:
-            e = r.elems[:, :, 0]
-            a = r.src.reshape(-1, 1).expand(e.shape).reshape(-1)
-            b = r.dst.reshape(1, -1).expand(e.shape).reshape(-1)
-            if _reads_rows(e):  # used as a table (rows -> targets): orient like a weight (inputs -> rows)
-                a, b = b, a
-            elems.append(e.reshape(-1))
-            src.append(a)
-            dst.append(b)
-            owner.append(torch.full((e.numel(),), i))
-    for r in rel.paired:
-        if r.elems is not None:
-            elems.append(r.elems[:, 0])
-            src.append(r.src)
-            dst.append(r.dst)
-            owner.append(torch.full((r.src.numel(),), -1))
-    if not elems:
-        return
-    elems, src, dst, owner = torch.cat(elems), torch.cat(src), torch.cat(dst), torch.cat(owner)
-    order = torch.argsort(elems, stable=True)
-    elems, src, dst, owner = elems[order], src[order], dst[order], owner[order]
-    first = torch.ones_like(elems, dtype=torch.bool)
-    first[1:] = elems[1:] != elems[:-1]
-    if bool(first.all()):
-        return
-    lead = torch.cumsum(first.long(), 0) - 1
-    pos = torch.nonzero(first).reshape(-1)[lead]  # the first use of each element
-    dropped = set()
-    for i in owner[~first].unique().tolist():
-        r = rel.dense[i] if i >= 0 else None
-        if r is not None and bool(outputs[r.dst].all()) and not bool(first[owner == i].any()):
-            dropped.add(i)
-    keep = torch.ones_like(first)
-    for i in dropped:
-        mine = owner == i
-        a, b = src[pos[mine]], src[mine]
-        out_side_first = outputs[b].all()
-        if bool(out_side_first):  # oriented the other way: the head's input side is dst
-            a, b = dst[pos[mine]], dst[mine]
-        rel.symmetry_ties.append((a, b))
-        keep &= ~mine
-    rel.merge(src[pos][keep], src[keep])
-    rel.merge(dst[pos][keep], dst[keep])
-    if dropped:
-        rel.dense[:] = [r for i, r in enumerate(rel.dense) if i not in dropped]
 
 
 def attention_kinds(rel: Relations) -> torch.Tensor:
@@ -147,13 +86,39 @@ def _split_attention_biases(rel: Relations) -> None:
     rel.dense[:] = out
 
 
-def _reads_rows(e: torch.Tensor) -> bool:
-    """Whether the sources of a dense use walk the parameter's outer (larger-stride) axis, as
-    an embedding does; a weight applied to inputs walks it with its targets. Two uses of one
-    element are joined axis to axis, so a tied embedding and output head join tokens to logits."""
-    if e.shape[0] < 2 or e.shape[1] < 2:
-        return False
-    return int(e[1, 0] - e[0, 0]) > int(e[0, 1] - e[0, 0])
+class _Placed:
+    """Which parameter elements have edges already: whole parameters as flags, parts element-wise."""
+
+    def __init__(self, specs: list[ParamSpec]) -> None:
+        self.specs = specs
+        self.starts = torch.tensor([s.offset for s in specs] or [0], dtype=torch.long)
+        self.pos = {s.name: i for i, s in enumerate(specs)}
+        self.whole: set[str] = set()
+        self.parts: dict[int, torch.Tensor] = {}
+
+    def mark(self, elems: Elems) -> str:
+        """Mark ``elems`` placed; say whether they were placed before: ``"none"``, ``"some"`` or ``"all"``."""
+        if elems.covers_spec() and elems.spec.name not in self.whole and self.pos[elems.spec.name] not in self.parts:
+            self.whole.add(elems.spec.name)
+            return "none"
+        flat = elems.tensor().reshape(-1)
+        if elems.spec is not None:
+            owner, ks = None, [self.pos[elems.spec.name]]
+        else:
+            owner = torch.searchsorted(self.starts, flat, right=True) - 1
+            ks = owner.unique().tolist()
+        before, total = 0, 0
+        for k in ks:
+            spec = self.specs[k]
+            mine = (flat if owner is None else flat[owner == k]) - spec.offset
+            if spec.name in self.whole:
+                before += mine.numel()
+            else:
+                seen = self.parts.setdefault(k, torch.zeros(spec.numel, dtype=torch.bool))
+                before += int(seen[mine].sum())
+                seen[mine] = True
+            total += mine.numel()
+        return "none" if before == 0 else "all" if before == total else "some"
 
 
 def _runs(ids: torch.Tensor, cuts: torch.Tensor) -> list[tuple[int, int, int]]:
@@ -168,15 +133,15 @@ def _runs(ids: torch.Tensor, cuts: torch.Tensor) -> list[tuple[int, int, int]]:
     return [(int(s), int(ids[s]), int(e - s)) for s, e in zip(starts.tolist(), ends.tolist())]
 
 
-class _Emitter:
+class _Emitter(SymmetryDeclarations):
     def __init__(self, rel: Relations, specs: list[ParamSpec], arch: str) -> None:
         self.rel = rel
         self.specs = specs
         self.b = GraphBuilder(specs, arch=arch)
-        _reused_parameters(rel)
+        join_reused(rel, specs)
         _split_attention_biases(rel)
         self.canon = _canonical(rel)
-        self.placed = torch.zeros(sum(s.numel for s in specs), dtype=torch.bool)
+        self.placed = _Placed(specs)
 
     # ------------------------------------------------------------------ neurons -> groups
     def map(self, ids: torch.Tensor) -> torch.Tensor:
@@ -234,11 +199,15 @@ class _Emitter:
 
     def _group_names(self, starts: list[int], m: int) -> list[str]:
         rel = self.rel
-        landing: dict[int, str] = {}
         relations = [r for r in (*rel.dense, *rel.paired) if r.elems is not None]
-        for r in sorted(relations, key=lambda r: r.edge_type in (et.BIAS, et.NORM)):  # weights name groups first
-            for u in self.map(r.dst).tolist():
-                landing.setdefault(u, r.name.removesuffix(".weight").removesuffix("_weight"))
+        relations.sort(key=lambda r: r.edge_type in (et.BIAS, et.NORM))  # weights name groups first
+        landing = torch.full((m,), -1, dtype=torch.long)  # per neuron: the first relation landing on it
+        for i, r in enumerate(relations):
+            ids = self.map(r.dst).reshape(-1)
+            ids = ids[ids >= 0]
+            free = ids[landing[ids] < 0]
+            landing[free] = i
+        labels = [r.name.removesuffix(".weight").removesuffix("_weight") for r in relations]
         names, seen = [], defaultdict(int)
         for s, e in zip(starts, starts[1:] + [m]):
             role = self.roles[s]
@@ -252,7 +221,8 @@ class _Emitter:
             elif role == "input":
                 base = "input"
             else:
-                base = next((landing[u] for u in range(s, e) if u in landing), role)
+                hit = torch.nonzero(landing[s:e] >= 0)
+                base = labels[int(landing[s + int(hit[0])])] if hit.numel() else role
                 if role in ("query_key", "value"):
                     base = f"{base}.{'qk' if role == 'query_key' else 'v'}"
             seen[base] += 1
@@ -281,18 +251,44 @@ class _Emitter:
         pairs = torch.stack([src, dst], 1)
         if r.ties or r.elems is None:
             pairs = pairs[pairs[:, 0] != pairs[:, 1]] if r.ties else pairs
-            pairs = pairs.unique(dim=0)
+            pairs = unique_rows(pairs)
             order = torch.argsort(pairs[:, 0] * (self.new_id.max() + 2) + pairs[:, 1])
             pairs = pairs[order]
         return pairs[:, 0], pairs[:, 1]
+
+    def _run_breaks(self, src: torch.Tensor, dst: torch.Tensor) -> int:
+        step_s, step_d = src[1:] - src[:-1], dst[1:] - dst[:-1]
+        diag = (step_s == 1) & (step_d == 1) & ~self.cuts[src[1:]] & ~self.cuts[dst[1:]]
+        star = (step_s == 0) & (step_d == 1) & ~self.cuts[dst[1:]]
+        return int((~(diag | star)).sum())
+
+    def _fewest_runs(self, src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Auxiliary pairs in the order that gives the fewest blocks: by source (stars, and
+        diagonals of one-to-one pairs) or by diagonal (a key neuron paired with the query neurons
+        of several heads: one diagonal block per head rather than one block per edge)."""
+        if src.numel() < 2:
+            return src, dst
+        offset = dst - src
+        order = torch.argsort((offset - offset.min()) * (int(src.max()) + 1) + src)
+        by_diag = src[order], dst[order]
+        return by_diag if self._run_breaks(*by_diag) < self._run_breaks(src, dst) else (src, dst)
 
     def rng(self, first: int, length: int):
         g = self.groups[int(self.group_of[first])]
         return g[first - g.start : first - g.start + length]
 
     # ------------------------------------------------------------------ blocks
-    def view(self, elems: torch.Tensor, what: str) -> ParamView:
+    def view(self, elems: Elems, what: str) -> ParamView:
         """The strided window of the flat vector holding ``elems`` ([ns, nd, K])."""
+        s = elems.strided()
+        if s is not None and all(st > 0 or n == 1 for n, st in zip(s[1], s[2])):
+            flat0, strides, spec = s[0], [st if n > 1 else 1 for n, st in zip(s[1], s[2])], elems.spec
+        else:
+            flat0, strides, spec = self._strides_of(elems.tensor(), what)
+        ns, nd, k = elems.shape
+        return ParamView(spec.name, flat0, (nd, ns, k), (strides[1], strides[0], strides[2]))
+
+    def _strides_of(self, elems: torch.Tensor, what: str):
         flat0 = int(elems.reshape(-1)[0])
         spec = next((s for s in self.specs if s.offset <= flat0 < s.offset + s.numel), None)
         if spec is None:
@@ -313,21 +309,18 @@ class _Emitter:
                 f"{what}: parameter '{spec.name}' reaches these edges in an order that is not one strided window "
                 "(flipped or gathered weights); the graph cannot hold it"
             )
-        ns, nd, k = elems.shape
-        return ParamView(spec.name, flat0, (nd, ns, k), (strides[1], strides[0], strides[2]))
+        return flat0, strides, spec
 
     def _already_placed(self, r) -> bool:
         """A relation whose parameter elements an earlier use placed (after merging, on the same edges)."""
         if r.elems is None:
             return False
-        flat = r.elems.reshape(-1)
-        done = self.placed[flat]
-        if bool(done.all()):
+        done = self.placed.mark(r.elems)
+        if done == "all":
             return True
-        if bool(done.any()):
+        if done == "some":
             raise TraceError(f"'{r.name}': part of this parameter was already placed by another use of it; the two uses "
                              "cannot share one set of edges")
-        self.placed[flat] = True
         return False
 
     def emit_dense(self, r: DenseRelation, stacks: dict) -> None:
@@ -380,7 +373,7 @@ class _Emitter:
         src, dst = self.map(r.src), self.map(r.dst)
         elems = r.elems
         if elems is None:
-            src, dst = self._pairs(r)
+            src, dst = self._fewest_runs(*self._pairs(r))
         diag_blocks = []
         if src.numel() == 0:
             return diag_blocks
@@ -425,208 +418,6 @@ class _Emitter:
                 diag_blocks.append((a, b, True))
             i = j + 1
         return diag_blocks
-
-    # ------------------------------------------------------------------ symmetries
-    def _tied_heads(self, ties: list[tuple]) -> list[tuple]:
-        """A tied output head reads neurons that must move like the embedding's; where no residual
-        path ties them already, an identity edge (type RESIDUAL) from them to the embedding's
-        neurons says so, as hand-written graphs of BERT's tied decoder do."""
-        parent = list(range(len(self.groups)))
-
-        def find(x):
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for a, b, is_tie in ties:
-            if is_tie:
-                parent[find(int(self.group_of[a.start]))] = find(int(self.group_of[b.start]))
-        added = []
-        for emb, head_in in self.rel.symmetry_ties:
-            pairs = torch.stack([self.map(head_in), self.map(emb)], 1).unique(dim=0)
-            pairs = pairs[(pairs >= 0).all(1)]
-            if pairs.numel() == 0:
-                continue
-            ga, gb = int(self.group_of[pairs[0, 0]]), int(self.group_of[pairs[0, 1]])
-            if find(ga) == find(gb):
-                continue
-            r = PairedRelation(head_in.reshape(-1), emb.reshape(-1), None, et.RESIDUAL, "tied output head")
-            added += self.emit_paired(r)
-            parent[find(ga)] = find(gb)
-        return added
-
-    def unit_flags(self) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.old_of_new.numel()
-        fixed = torch.zeros(m, dtype=torch.bool)
-        for units, _ in self.rel.fixed:
-            ids = self.map(units)
-            fixed[ids[ids >= 0]] = True
-        label = torch.zeros(m, dtype=torch.long)
-        for units, coords in self.rel.labels:
-            ids = self.map(units)
-            keep = ids >= 0
-            ids, coords = ids[keep], coords[keep]
-            pairs = torch.stack([ids, coords], 1).unique(dim=0)
-            once = torch.bincount(pairs[:, 0], minlength=m)
-            fixed[once > 1] = True  # one neuron at several coordinates: no swap keeps them all
-            coord = torch.zeros(m, dtype=torch.long)
-            coord[pairs[:, 0]] = pairs[:, 1]
-            label = torch.unique(label * (int(coord.max()) + 1) + coord, return_inverse=True)[1]
-        return fixed, label
-
-    def symmetries(self, ties: list[tuple]) -> None:
-        groups = self.groups
-        ng = len(groups)
-        fixed, label = self.unit_flags()
-        parent = list(range(ng))
-
-        def find(x):
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        broken = [False] * ng  # the group may not move at all
-        for a, b in self.rel.symmetry_ties:  # a tied output head: the stream it reads moves like the embedding
-            for x, y in torch.stack([self.map(a), self.map(b)], 1).unique(dim=0).tolist():
-                if x >= 0 and y >= 0:
-                    parent[find(int(self.group_of[x]))] = find(int(self.group_of[y]))
-        for a, b, is_tie in ties:
-            if not is_tie:
-                continue
-            ga, gb = int(self.group_of[a.start]), int(self.group_of[b.start])
-            if a.size != groups[ga].size or b.size != groups[gb].size:
-                broken[ga] = broken[gb] = True  # tied over part of a group: keep both still
-            parent[find(ga)] = find(gb)
-        for gi, g in enumerate(groups):
-            if g.role in ("input", "token", "position", "bias") or bool(fixed[g.start : g.stop].any()):
-                broken[gi] = True
-        segments = [1] * ng
-
-        def restrict(gi: int, lo: int, size: int) -> None:
-            """Only permutations inside aligned equal segments of this size keep a range whole."""
-            g = groups[gi]
-            if size == g.size:
-                return
-            if g.size % size == 0 and lo % size == 0:
-                segments[gi] = max(segments[gi], g.size // size)
-            else:
-                broken[gi] = True
-
-        for blk in self.b._blocks:  # a parameter block over part of a group (a grouped convolution)
-            if blk.view is None or blk.edge_type == et.SELF_LOOP:
-                continue
-            for r in (blk.src, blk.dst):
-                gi = int(self.group_of[r.start])
-                if groups[gi].role not in ("bias", "head"):
-                    restrict(gi, r.lo, r.size)
-        for sets in self.rel.reductions:
-            for row in self.map(sets).unique(dim=0):
-                row = row[row >= 0].unique()
-                if row.numel() == 0:
-                    continue
-                gs = self.group_of[row]
-                for gi in gs.unique().tolist():
-                    part = row[gs == gi]
-                    g = groups[gi]
-                    if part.numel() == g.size:
-                        continue
-                    if int(part.max()) - int(part.min()) + 1 != part.numel():
-                        broken[gi] = True
-                    else:
-                        restrict(gi, int(part.min()) - g.start, part.numel())
-        classes: dict[int, list[int]] = defaultdict(list)
-        for gi in range(ng):
-            classes[find(gi)].append(gi)
-        paired: set[int] = set()  # neurons paired across heads (grouped-query attention)
-        outer: dict[int, int] = {}  # head group -> the number of heads of the head group it belongs to
-        for blk in self.b._blocks:
-            if blk.edge_type != et.HEAD or blk.view is not None:
-                continue
-            gs, gd = int(self.group_of[blk.src.start]), int(self.group_of[blk.dst.start])
-            if groups[gs].role != "head" and groups[gd].role != "head":
-                paired |= {gs, gd}
-            elif groups[gs].role == "head" and groups[gd].role == "head":
-                outer[gd] = groups[gs].size
-        in_heads: set[int] = set()
-        for hi, hg in enumerate(groups):
-            if hg.role == "head":
-                in_heads |= self._heads(hi, classes, find, broken, segments, label, paired, outer)
-        for members in classes.values():
-            if any(m in in_heads for m in members) or any(broken[m] for m in members):
-                continue
-            if any(groups[m].role == "head" for m in members):
-                continue
-            sizes = {groups[m].size for m in members}
-            if len(sizes) != 1 or sizes.pop() < 2:
-                continue
-            segs = max(segments[m] for m in members)
-            if any(bool((label[groups[m].start : groups[m].stop] != label[groups[m].start]).any()) for m in members):
-                continue
-            self.b.permutable(*(groups[m] for m in members), segments=segs)
-
-    def _head_members(self, hg) -> dict[int, list]:
-        """Per member group of head group ``hg``: the (head, first, size) of each membership block."""
-        members: dict[int, list] = defaultdict(list)
-        for blk in self.b._blocks:
-            if blk.edge_type == et.HEAD and blk.src.group == hg.name and blk.view is None:
-                gi = int(self.group_of[blk.dst.start])
-                if blk.kind == "diagonal":  # one-neuron heads: head i to neuron i
-                    members[gi] += [(blk.src.lo + i, blk.dst.lo + i, 1) for i in range(blk.dst.size)]
-                else:
-                    members[gi].append((blk.src.lo, blk.dst.lo, blk.dst.size))
-        return members
-
-    def _heads(self, hi, classes, find, broken, segments, label, paired, outer) -> set[int]:
-        """Declare whole-head and within-head permutations of head group ``hi`` where its
-        member groups split into one equal segment per head."""
-        groups, hg = self.groups, self.groups[hi]
-        count = hg.size
-        members = self._head_members(hg)
-        clean = True
-        for gi, segs in members.items():
-            g = groups[gi]
-            width = g.size // count if g.size % count == 0 else 0
-            if not width or sorted(segs) != [(h, h * width, width) for h in range(count)]:
-                clean = False
-        # what moves with a head: its members, the members of member heads, and everything tied to them
-        extended = set(members)
-        for gi in list(members):
-            if groups[gi].role == "head":
-                extended |= set(self._head_members(groups[gi]))
-        member_groups = sorted({m for gi in extended for m in classes[find(gi)]})
-        touched = set(member_groups)
-        if not clean or any(groups[m].size % count for m in member_groups) or any(
-            broken[m] and groups[m].role != "head" for m in member_groups
-        ):
-            return touched
-        within = outer.get(hi, 1)
-        labels_heads = True
-        for m in member_groups:
-            g = groups[m]
-            lab = label[g.start : g.stop].reshape(count, -1)
-            if not bool((lab == lab[:1]).all()):
-                labels_heads = False
-        if labels_heads and count // within > 1:
-            self.b.permutable_heads(hg, *(groups[m] for m in member_groups), within=within)
-        # within heads: each directly attached class of neurons on its own, unless labels tell the
-        # neurons of a head apart (RoPE) or key/value neurons are shared across heads (GQA pairs)
-        seen = set()
-        for m in sorted(members):
-            root = find(m)
-            if root in seen or groups[m].role == "head":
-                continue
-            seen.add(root)
-            cls = classes[root]
-            width = groups[cls[0]].size // count
-            if width < 2 or any(x in paired for x in cls) or any(segments[x] not in (1, count) for x in cls):
-                continue
-            if not all(bool((label[groups[x].start : groups[x].stop].reshape(count, -1)
-                             == label[groups[x].start : groups[x].stop].reshape(count, -1)[:, :1]).all()) for x in cls):
-                continue
-            self.b.permutable(*(groups[x] for x in cls), segments=count)
-        return touched
 
     # ------------------------------------------------------------------ all
     def run(self) -> GraphBuilder:

@@ -2,13 +2,20 @@
 
 The forward runs under a ``TorchDispatchMode`` with every parameter and buffer replaced by a
 ``meta`` tensor of the same shape (``torch.func.functional_call``), so a full-size model costs no
-weight memory and no arithmetic. The model's own tensors are never touched. Where an op has no
-meta kernel or the forward reads a value (``.item()``, data-dependent control flow), the
-recording is repeated on the real tensors under ``torch.no_grad()``.
+weight memory and no arithmetic. The model's own tensors are never touched. Where that fails,
+two more attempts follow, each cheaper than running the model for real (Hugging Face models
+start with the first of them, which is what they need):
+
+1. *fake tensors* (``FakeTensorMode``): still no storage, but the tensors claim the CPU device,
+   and libraries that check for tracing (Hugging Face's mask code asks ``is_fake_tensor`` before
+   it reads position ids with ``.item()``) take their trace-friendly branch;
+2. the real tensors under ``torch.no_grad()``, where the weights are real (an op with no meta
+   kernel, or a forward that reads values).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,7 +70,8 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self.ops.append(Op(func, args, kwargs, out))
+        if func.namespace != "prim":  # metadata queries (prim.device under fake tensors) compute nothing
+            self.ops.append(Op(func, args, kwargs, out))
         return out
 
 
@@ -79,15 +87,6 @@ def _outputs(out: Any) -> list[torch.Tensor]:
     return [t for t in leaves if isinstance(t, torch.Tensor)]
 
 
-def _to(inputs: tuple | Mapping, device: str):
-    def move(x):
-        return x.to(device) if isinstance(x, torch.Tensor) else x
-
-    if isinstance(inputs, Mapping):
-        return {k: move(v) for k, v in inputs.items()}
-    return tuple(move(x) for x in inputs)
-
-
 def record(model: nn.Module, inputs: tuple | Mapping) -> Trace:
     """Record ``model(*inputs)`` (or ``model(**inputs)``) as aten ops, on the meta device when it
     can. ``model`` should be in ``eval()`` mode (dropout would add random ops)."""
@@ -95,11 +94,21 @@ def record(model: nn.Module, inputs: tuple | Mapping) -> Trace:
     first_name: dict[int, str] = {}
     for name, p in named:
         first_name.setdefault(id(p), name)
+    # Hugging Face models read position ids unless they see fake tensors: start with those there
+    first, second = ("fake", "meta") if _is_transformers(model) else ("meta", "fake")
     try:
-        return _record(model, inputs, named, first_name, "meta")
+        return _record(model, inputs, named, first_name, first)
     except NeuralGraphError:
         raise
-    except Exception as err:  # no meta kernel, or the forward reads values
+    except Exception as first_err:  # no meta kernel, or the forward reads values
+        log.debug("%s trace of %s failed (%s: %s); trying %s tensors", first, type(model).__name__,
+                  type(first_err).__name__, first_err, second)
+        try:
+            return _record(model, inputs, named, first_name, second)
+        except NeuralGraphError:
+            raise
+        except Exception as second_err:
+            err = first_err if isinstance(second_err, _FakeUnavailable) else second_err
         if any(p.is_meta for _, p in named):
             raise NeuralGraphError(
                 f"tracing {type(model).__name__} on the meta device failed ({type(err).__name__}: {err}); the model's "
@@ -124,22 +133,23 @@ def _record(model, inputs, named, first_name, device) -> Trace:
     state: dict[str, torch.Tensor] = {}
     params: dict[int, str] = {}
     buffers: dict[int, str] = {}
-    if device == "meta":
+    fake = _fake_mode() if device == "fake" else None
+    if device in ("meta", "fake"):
         substitutes: dict[int, torch.Tensor] = {}
         for name, p in named:
             t = substitutes.get(id(p))
             if t is None:
                 # requires_grad keeps PyTorch off its fused inference fast paths (TransformerEncoderLayer,
                 # MultiheadAttention), so the forward shows its real ops
-                t = torch.empty(p.shape, dtype=p.dtype, device="meta", requires_grad=True)
+                t = _empty(p, fake, requires_grad=True)
                 substitutes[id(p)] = t
                 params[id(t)] = first_name[id(p)]
             state[name] = t
         for name, buf in model.named_buffers(remove_duplicate=False):
-            t = buf.to("meta") if buf.device.type != "meta" else buf
+            t = _shadow(buf, fake)
             state[name] = t
             buffers[id(t)] = name
-        inputs = _to(inputs, "meta")
+        inputs = _shadow_inputs(inputs, fake)
     else:
         for name, p in named:
             params.setdefault(id(p), first_name[id(p)])
@@ -149,10 +159,55 @@ def _record(model, inputs, named, first_name, device) -> Trace:
     flat_inputs = [x for x in tree_flatten(dict(inputs) if isinstance(inputs, Mapping) else tuple(inputs))[0]
                    if isinstance(x, torch.Tensor)]
     recorder = _Recorder()
-    context = torch.enable_grad() if device == "meta" else torch.no_grad()
-    with context, recorder:
-        out = _call(model, inputs, state) if device == "meta" else _call_real(model, inputs)
+    context = torch.enable_grad() if device else torch.no_grad()
+    with context, (fake if fake is not None else contextlib.nullcontext()), recorder:
+        out = _call(model, inputs, state) if device else _call_real(model, inputs)
     return Trace(recorder.ops, params, buffers, flat_inputs, _outputs(out), device or "real", keep)
+
+
+def _is_transformers(model: nn.Module) -> bool:
+    return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
+
+
+class _FakeUnavailable(RuntimeError):
+    """This PyTorch has no usable ``FakeTensorMode``."""
+
+
+def _fake_mode():
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+    except ImportError as err:  # pragma: no cover - private module moved
+        raise _FakeUnavailable(str(err)) from err
+    # scalar outputs stay unknown (no shape environment): a forward that needs a value fails here
+    # and is traced on the real tensors instead
+    return FakeTensorMode(allow_non_fake_inputs=False)
+
+
+def _empty(like: torch.Tensor, fake, requires_grad: bool = False) -> torch.Tensor:
+    """A storage-free tensor shaped like ``like``: meta, or fake on the CPU."""
+    if fake is None:
+        return torch.empty(like.shape, dtype=like.dtype, device="meta", requires_grad=requires_grad)
+    with fake:
+        return torch.empty(like.shape, dtype=like.dtype, device="cpu", requires_grad=requires_grad)
+
+
+def _shadow(t: torch.Tensor, fake) -> torch.Tensor:
+    """``t`` moved where the trace runs: its values are kept where it has any (buffers and inputs
+    such as ids can steer the forward), a meta tensor becomes an empty one."""
+    if fake is None:
+        return t if t.is_meta else t.to("meta")
+    if t.is_meta:
+        return _empty(t, fake)
+    return fake.from_tensor(t.detach().cpu())
+
+
+def _shadow_inputs(inputs: tuple | Mapping, fake):
+    def move(x):
+        return _shadow(x, fake) if isinstance(x, torch.Tensor) else x
+
+    if isinstance(inputs, Mapping):
+        return {k: move(v) for k, v in inputs.items()}
+    return tuple(move(x) for x in inputs)
 
 
 def _call_real(model, inputs):

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .elems import Elems
+from .rows import unique_rows
+
+
 __all__ = ["Allocation", "DenseRelation", "PairedRelation", "Relations"]
 
 
@@ -31,11 +35,12 @@ class Allocation:
 @dataclass
 class DenseRelation:
     """Every ``src`` neuron to every ``dst`` neuron; ``elems[s, d, k]`` is the flat-vector offset
-    of feature slot ``k`` of edge (src[s], dst[d]) (``elems is None`` for auxiliary edges)."""
+    of feature slot ``k`` of edge (src[s], dst[d]), usually a strided view costing no memory
+    (``elems is None`` for auxiliary edges)."""
 
     src: torch.Tensor
     dst: torch.Tensor
-    elems: torch.Tensor | None
+    elems: Elems | None
     edge_type: int
     name: str
 
@@ -47,7 +52,7 @@ class PairedRelation:
 
     src: torch.Tensor
     dst: torch.Tensor
-    elems: torch.Tensor | None
+    elems: Elems | None
     edge_type: int
     name: str
     ties: bool = True  # src and dst must be permuted alike (False: head membership)
@@ -96,4 +101,4 @@ class Relations:
         """Each row of ``sets`` is a set of neurons reduced together (a norm's or softmax's denominator)."""
         sets = sets.reshape(-1, sets.shape[-1]) if sets.ndim else sets.reshape(1, 1)
         if sets.shape[-1] > 1:
-            self.reductions.append(sets.unique(dim=0))
+            self.reductions.append(unique_rows(sets))

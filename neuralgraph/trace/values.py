@@ -5,8 +5,9 @@ Every tensor the forward produces is one of three kinds:
 * :class:`Units` — an activation; ``ids`` has the tensor's shape and holds, for every element,
   the neuron (graph node) it belongs to. Views, transposes and concatenations act on ``ids``
   exactly as on the tensor, so the neuron of every element stays known through any layout change.
-* :class:`Params` — a parameter or a view of one; ``idx`` holds, per element, its offset in the
-  flat parameter vector (``named_parameters()`` order).
+* :class:`Params` — a parameter or a view of one; ``idx`` (:class:`~neuralgraph.trace.elems.Elems`)
+  gives, per element, its offset in the flat parameter vector (``named_parameters()`` order),
+  as a strided view that costs no memory.
 * :class:`Data` — anything that belongs to no neuron: integer ids, masks, positions, constants,
   model inputs not yet read by a layer.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from .elems import Elems
 
 __all__ = ["Units", "Params", "Data", "Value"]
 
@@ -33,7 +36,7 @@ class Units:
 class Params:
     """A parameter tensor or a view of one: ``idx[i]`` is the flat-vector offset of element ``i``."""
 
-    idx: torch.Tensor
+    idx: Elems
 
 
 @dataclass

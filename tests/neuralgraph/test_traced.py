@@ -1,6 +1,7 @@
 """The traced converter: hand-written models, the fuzzing grammar, and agreement with every
 hand-written converter (isomorphic graphs, parameters on corresponding edges, no smaller symmetry group)."""
 
+import os
 import random
 
 import pytest
@@ -19,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from traced_models import ZOO  # noqa: E402
 
 REFUSED = {"unused": "never uses"}
+# the grammar fuzz: 25 models in the default run, 500 under HYPOTHESIS_PROFILE=thorough
+FUZZ_EXAMPLES = 500 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 25
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
@@ -31,11 +34,12 @@ def test_hand_written_models_convert_and_verify_or_are_refused(name):
             ng.convert(model, example_inputs=inputs, lpe=0)
         return
     graph = ng.convert(model, example_inputs=inputs, lpe=0)
+    assert graph.symmetries, f"{name}: no symmetry declared"  # each of these models has hidden permutations
     report = ng.verify(model, graph, trials=3)
     assert report, str(report)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_grammar_models_are_never_silently_wrong(seed):
     model = sample_traced_model(random.Random(seed))
