@@ -1,14 +1,19 @@
 """Graph build time, LPE time and peak memory: MLPs and convnets of 10K to 50M parameters, and
-Hugging Face transformers up to a Llama-3.2-1B-shaped model.
+Hugging Face transformers up to a Llama-3.1-8B-shaped model, by the hand-written converters and by
+the traced converter (``arch="traced"``: the graph read off the forward on the meta device).
 
 Each configuration runs in a fresh subprocess so that its peak resident memory is its own.
 Models are created on the ``meta`` device: building a graph needs shapes, not weights.
-"build" is ``neuralgraph.convert`` plus, where the table says so, materializing ``edge_index``
+"build" is the second ``neuralgraph.convert`` of the model in the process ("cold" the first, with
+one-time costs: lazily imported torch and transformers code, first calls of torch kernels), plus, where the table says so, materializing ``edge_index``
 and ``edge_type``; "LPE" is the 8 Laplacian eigenvectors; "peak" is the subprocess's maximum RSS
-(it includes about 230 MB for Python, torch and neuralgraph themselves).
+(it includes about 230 MB for Python, torch and neuralgraph themselves). Rows marked "traced" are
+followed by their build time as a multiple of the hand-written converter's on the same model, in
+the same run. The Llama-3.1-8B rows skip the LPE (8B edges; see the 1B row for its cost).
 
     python benchmarks/graph_build.py            # everything (a few minutes)
     python benchmarks/graph_build.py --quick    # up to 1M parameters
+    python benchmarks/graph_build.py --only gpt2  # GPT-2 rows: hand-written against traced
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import json
 import subprocess
 import sys
 
+LLAMA_8B = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
+            "rope_theta": 500000.0, "tie_word_embeddings": False}
 LLAMA_1B = {"vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True}
 
 CONFIGS = [
-    # name, kind, argument, materialize the edge index?
+    # name, kind, argument, materialize the edge index? (an optional fifth field: the converter, and the LPE size)
     # MLP: 784 -> w -> w -> w -> 10; convnet: 3 -> c -> c -> c 3x3 convs, pool, linear 10
     ("mlp-10K", "mlp", 12, True),
     ("mlp-100K", "mlp", 110, True),
@@ -36,7 +44,11 @@ CONFIGS = [
     ("convnet-50M", "conv", 1666, True),
     ("gpt2-124M", "hf", ["GPT2Config", "GPT2LMHeadModel", {}], True),
     ("gpt2-124M", "hf", ["GPT2Config", "GPT2LMHeadModel", {}], False),
+    ("gpt2-124M", "hf", ["GPT2Config", "GPT2LMHeadModel", {}], False, ["traced", 8]),
     ("llama-1B-shape", "hf", ["LlamaConfig", "LlamaForCausalLM", LLAMA_1B], False),
+    ("llama-1B-shape", "hf", ["LlamaConfig", "LlamaForCausalLM", LLAMA_1B], False, ["traced", 8]),
+    ("llama-8B-shape", "hf", ["LlamaConfig", "LlamaForCausalLM", LLAMA_8B], False, [None, 0]),
+    ("llama-8B-shape", "hf", ["LlamaConfig", "LlamaForCausalLM", LLAMA_8B], False, ["traced", 0]),
 ]
 
 CHILD = r"""
@@ -44,7 +56,7 @@ import json, resource, sys, time
 import torch
 from torch import nn
 import neuralgraph
-kind, arg, materialize = json.loads(sys.argv[1])
+kind, arg, materialize, arch, lpe = json.loads(sys.argv[1])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with torch.device("meta"):
     if kind == "mlp":
@@ -59,15 +71,21 @@ with torch.device("meta"):
         transformers.logging.set_verbosity_error()
         cfg_cls, model_cls, kwargs = arg
         model = getattr(transformers, model_cls)(getattr(transformers, cfg_cls)(**kwargs))
+cold = time.perf_counter()
+g = neuralgraph.convert(model, arch=arch, lpe=lpe)
+if materialize:
+    g.edge_index, g.edge_type
+cold = time.perf_counter() - cold
+del g
 t0 = time.perf_counter()
-g = neuralgraph.convert(model, lpe=8)
+g = neuralgraph.convert(model, arch=arch, lpe=lpe)
 if materialize:
     g.edge_index, g.edge_type
 t1 = time.perf_counter()
-pos = g.pos
+pos = g.pos if lpe else None
 t2 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(params=g.num_params, nodes=g.num_nodes, edges=g.num_edges, build=t1 - t0, lpe=t2 - t1,
+print(json.dumps(dict(params=g.num_params, nodes=g.num_nodes, edges=g.num_edges, cold=cold, build=t1 - t0, lpe=t2 - t1,
                       peak_mb=peak / 1024)))
 """
 
@@ -75,24 +93,33 @@ print(json.dumps(dict(params=g.num_params, nodes=g.num_nodes, edges=g.num_edges,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only configurations up to 1M parameters")
+    parser.add_argument("--only", default="", help="only models whose name contains this (e.g. gpt2, llama)")
     args = parser.parse_args()
-    configs = [c for c in CONFIGS if not args.quick or c[0].endswith(("10K", "100K", "1M"))]
-    header = (f"{'model':<16}{'edge index':>11}{'params':>15}{'nodes':>10}{'edges':>14}{'build s':>9}"
+    configs = [c for c in CONFIGS if (not args.quick or c[0].endswith(("10K", "100K", "1M"))) and args.only in c[0]]
+    header = (f"{'model':<16}{'converter':>10}{'edge index':>11}{'params':>15}{'nodes':>10}{'edges':>14}{'cold s':>8}{'build s':>9}"
               f"{'LPE s':>8}{'total s':>9}{'peak MB':>9}")
     print(header)
     print("-" * len(header))
-    for name, kind, arg, materialize in configs:
-        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([kind, arg, materialize])],
+    hand_build: dict[str, float] = {}
+    hand_cold: dict[str, float] = {}
+    for name, kind, arg, materialize, *extra in configs:
+        arch, lpe = extra[0] if extra else (None, 8)
+        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([kind, arg, materialize, arch, lpe])],
                              capture_output=True, text=True)
+        label = arch or "default"
         if out.returncode:
-            print(f"{name:<16} failed: {out.stderr.strip().splitlines()[-1]}")
+            print(f"{name:<16}{label:>10} failed: {out.stderr.strip().splitlines()[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"{name:<16}{'built' if materialize else 'lazy':>11}{r['params']:>15,}{r['nodes']:>10,}{r['edges']:>14,}"
-            f"{r['build']:>9.2f}{r['lpe']:>8.2f}{r['build'] + r['lpe']:>9.2f}{r['peak_mb']:>9.0f}"
+            f"{name:<16}{label:>10}{'built' if materialize else 'lazy':>11}{r['params']:>15,}{r['nodes']:>10,}"
+            f"{r['edges']:>14,}{r['cold']:>8.2f}{r['build']:>9.2f}{r['lpe']:>8.2f}{r['build'] + r['lpe']:>9.2f}{r['peak_mb']:>9.0f}"
         )
-
+        if arch is None and not materialize:
+            hand_build[name], hand_cold[name] = r["build"], r["cold"]
+        elif arch == "traced" and name in hand_build:
+            print(f"{'':<16}{'':>10}  traced / hand-written build: {r['build'] / hand_build[name]:.1f}x "
+                  f"(cold: {r['cold'] / hand_cold[name]:.1f}x)")
 
 if __name__ == "__main__":
     main()
