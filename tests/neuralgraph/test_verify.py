@@ -99,3 +99,31 @@ def test_a_model_ignoring_its_parameters_fails_verification():
     assert not report
     assert report.inert_trials > 0 and report.bad_trials == 1
     assert "nothing was tested" in str(report)
+
+
+def test_block_by_block_edge_hashes_equal_hashes_of_the_whole_feature_matrix():
+    import numpy as np
+
+    from neuralgraph.isomorphism import edge_hashes, graph_edge_hashes
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    g = ng.convert(model, lpe=0)
+    theta = torch.randn(g.num_params, dtype=torch.float64)
+    assert g.max_feat_size == 9  # the 3x3 kernel widens every edge; the 1x1 and linear blocks are padded
+    whole = edge_hashes(g.edge_type, g.edge_features(theta))
+    assert np.array_equal(graph_edge_hashes(g, theta), whole)
+
+
+def test_round_trip_block_by_block_matches_the_whole_path(monkeypatch):
+    import importlib
+
+    verify_module = importlib.import_module("neuralgraph.verify")  # the module, not the function
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(3, 2))
+    g = ng.convert(model, lpe=0)
+    theta = torch.randn(g.num_params, dtype=torch.float64)
+    assert verify_module._round_trip(g, theta)
+    monkeypatch.setattr(verify_module, "_WHOLE_FEATURES", 0)
+    assert verify_module._round_trip(g, theta)
