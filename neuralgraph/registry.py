@@ -163,11 +163,7 @@ def resolve(
     if source.module is None:
         raise UnsupportedModelError("a list of (name, shape) pairs needs arch=...: " + _supported())
     candidates = [c for c in converters() if c.matches(source)]
-    if source.model_type is not None and not candidates:
-        raise UnsupportedModelError(
-            f"Hugging Face model_type '{source.model_type}' ({type(source.module).__name__}) is not supported. "
-            f"Supported: {_supported()}"
-        )
+    # a Hugging Face model_type without a hand-written converter is traced like any other module
     candidates += [c for c in converters() if c.fallback and c not in candidates]
     if not candidates:
         raise UnsupportedModelError(f"no converter matches {type(source.module).__name__}. Supported: {_supported()}")
@@ -203,6 +199,8 @@ def convert(
     try:
         if arch is None and source.module is not None and converter.name in ("sequential", "traced"):
             graph = _chain_or_traced(source, naive=naive, lpe=lpe)
+        elif arch is None and source.module is not None:
+            graph = _hand_written_or_traced(converter, source, naive=naive, lpe=lpe)
         else:
             graph = converter.build(source, naive=naive, lpe=lpe)
     except UnsupportedModelError as err:
@@ -210,6 +208,23 @@ def convert(
     graph.meta.setdefault("converter", converter.name)
     log.debug("converted %s with '%s': %r", type(source.module).__name__, graph.meta["converter"], graph)
     return graph
+
+
+def _hand_written_or_traced(converter: Converter, source: ModelSource, *, naive: bool, lpe: int) -> NeuralGraph:
+    """The hand-written converter matching the model's family; where it does not know the model
+    (a task head it has no layout for), the traced converter."""
+    from .errors import NeuralGraphError
+
+    try:
+        return converter.build(source, naive=naive, lpe=lpe)
+    except UnsupportedModelError as hand_err:
+        log.info("'%s' does not place %s (%s); tracing it", converter.name, type(source.module).__name__, hand_err)
+        try:
+            graph = get_converter("traced").build(source, naive=naive, lpe=lpe)
+        except NeuralGraphError as trace_err:
+            raise UnsupportedModelError(f"{hand_err}\n(traced converter: {trace_err})") from None
+        graph.meta["converter"] = "traced"
+        return graph
 
 
 def _chain_or_traced(source: ModelSource, *, naive: bool, lpe: int) -> NeuralGraph:

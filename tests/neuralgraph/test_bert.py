@@ -239,9 +239,15 @@ def test_cross_attention_is_refused():
 def test_unsupported_classes_are_named(cls):
     config = transformers.BertConfig(hidden_size=6, num_hidden_layers=1, num_attention_heads=2, intermediate_size=5,
                                      vocab_size=7, max_position_embeddings=4)
+    torch.manual_seed(0)
     model = getattr(transformers, cls)(config)
     with pytest.raises(ng.UnsupportedModelError, match=f"{cls} is not supported.*BertForSequenceClassification"):
-        ng.convert(model)
+        ng.convert(model, arch="bert")
+    # without arch=, a head the hand-written converter does not know is traced instead
+    graph = ng.convert(model, lpe=0)
+    assert graph.meta["converter"] == "traced"
+    report = ng.verify(model, graph, trials=2)
+    assert report, str(report)
     # the same parameters as a shape list are refused too, naming what does not fit
     with pytest.raises(ng.UnsupportedModelError, match="bert: "):
         ng.convert(specs(model), arch="bert", config={"num_attention_heads": 2})

@@ -102,12 +102,25 @@ def test_shape_list_with_config():
         ng.convert(specs, arch="gpt2")
 
 
-def test_unsupported_hf_model_type_lists_supported():
+def test_hf_model_type_without_a_hand_written_converter_is_traced():
+    torch.manual_seed(0)
     model = transformers.OPTForCausalLM(transformers.OPTConfig(
         hidden_size=8, num_hidden_layers=1, num_attention_heads=2, ffn_dim=16, vocab_size=10,
         max_position_embeddings=8, word_embed_proj_dim=8))
-    with pytest.raises(ng.UnsupportedModelError, match="model_type 'opt'.*Supported:.*gpt2"):
-        ng.convert(model)
+    graph = ng.convert(model, lpe=0)
+    assert graph.meta["converter"] == "traced" and graph.symmetries
+    report = ng.verify(model, graph, trials=2)
+    assert report, str(report)
+
+
+def test_head_the_hand_written_converter_does_not_know_is_traced():
+    torch.manual_seed(0)
+    model = transformers.GPT2ForTokenClassification(transformers.GPT2Config(
+        n_embd=8, n_layer=1, n_head=2, vocab_size=10, n_positions=8, num_labels=3))
+    graph = ng.convert(model, lpe=0)
+    assert graph.meta["converter"] == "traced"
+    report = ng.verify(model, graph, trials=2)
+    assert report, str(report)
 
 
 def test_heads_that_do_not_divide_the_width():
