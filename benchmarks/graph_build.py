@@ -14,6 +14,12 @@ the same run. The Llama-3.1-8B rows skip the LPE (8B edges; see the 1B row for i
     python benchmarks/graph_build.py            # everything (a few minutes)
     python benchmarks/graph_build.py --quick    # up to 1M parameters
     python benchmarks/graph_build.py --only gpt2  # GPT-2 rows: hand-written against traced
+    python benchmarks/graph_build.py --verify   # real-size convert + verify (GPT-2, BERT-base, ViT-B/16)
+
+``--verify`` builds each model with real (random) weights at its published size, converts it with
+the library's default converter and runs ``neuralgraph.verify`` (``trials=8``; these graphs have
+over 5M edges, so verify samples: all symmetries together, 7 single symmetries and 8 ways of
+breaking one). "peak" is again the subprocess's maximum RSS, model and Python included.
 """
 
 from __future__ import annotations
@@ -90,11 +96,65 @@ print(json.dumps(dict(params=g.num_params, nodes=g.num_nodes, edges=g.num_edges,
 """
 
 
+VERIFY_CONFIGS = [
+    # name, config class, model class, config arguments (the published base sizes)
+    ("gpt2-124M", "GPT2Config", "GPT2LMHeadModel", {}),
+    ("bert-base", "BertConfig", "BertForMaskedLM", {}),
+    ("vit-b16-224", "ViTConfig", "ViTForImageClassification", {"num_labels": 1000}),
+]
+
+VERIFY_CHILD = r"""
+import json, logging, resource, sys, time
+import torch
+import transformers
+import neuralgraph
+transformers.logging.set_verbosity_error()
+logging.disable(logging.WARNING)
+cfg_cls, model_cls, kwargs, trials = json.loads(sys.argv[1])
+torch.manual_seed(0)
+model = getattr(transformers, model_cls)(getattr(transformers, cfg_cls)(**kwargs)).eval()
+t0 = time.perf_counter()
+g = neuralgraph.convert(model, lpe=0)
+t1 = time.perf_counter()
+report = neuralgraph.verify(model, g, trials=trials)
+t2 = time.perf_counter()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(params=g.num_params, edges=g.num_edges, width=g.max_feat_size, converter=g.meta.get("converter"),
+                      convert=t1 - t0, verify=t2 - t1, passed=bool(report), good=report.good_trials,
+                      bad=report.bad_trials, inert=report.inert_trials, peak_mb=peak / 1024)))
+"""
+
+
+def verify_table(only: str, trials: int) -> None:
+    """Real-size convert + verify, one subprocess per model."""
+    header = (f"{'model':<14}{'converter':>11}{'params':>14}{'edges':>14}{'width':>6}{'convert s':>10}{'verify s':>9}"
+              f"{'checks':>14}{'result':>8}{'peak MB':>9}")
+    print(header)
+    print("-" * len(header))
+    for name, cfg_cls, model_cls, kwargs in VERIFY_CONFIGS:
+        if only not in name:
+            continue
+        out = subprocess.run([sys.executable, "-c", VERIFY_CHILD, json.dumps([cfg_cls, model_cls, kwargs, trials])],
+                             capture_output=True, text=True)
+        if out.returncode:
+            print(f"{name:<14} failed: {(out.stderr.strip().splitlines() or ['killed'])[-1]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        checks = f"{r['good']}g/{r['bad']}b/{r['inert']}i"
+        print(f"{name:<14}{r['converter'] or '':>11}{r['params']:>14,}{r['edges']:>14,}{r['width']:>6}{r['convert']:>10.2f}"
+              f"{r['verify']:>9.1f}{checks:>14}{'passed' if r['passed'] else 'FAILED':>8}{r['peak_mb']:>9.0f}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="only configurations up to 1M parameters")
     parser.add_argument("--only", default="", help="only models whose name contains this (e.g. gpt2, llama)")
+    parser.add_argument("--verify", action="store_true", help="real-size convert + verify instead (GPT-2, BERT, ViT)")
+    parser.add_argument("--trials", type=int, default=8, help="verify's trials= for --verify (default 8)")
     args = parser.parse_args()
+    if args.verify:
+        verify_table(args.only, args.trials)
+        return
     configs = [c for c in CONFIGS if (not args.quick or c[0].endswith(("10K", "100K", "1M"))) and args.only in c[0]]
     header = (f"{'model':<16}{'converter':>10}{'edge index':>11}{'params':>15}{'nodes':>10}{'edges':>14}{'cold s':>8}{'build s':>9}"
               f"{'LPE s':>8}{'total s':>9}{'peak MB':>9}")

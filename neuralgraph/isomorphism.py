@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["wl_fingerprint", "edge_hashes", "graph_edge_hashes"]
+__all__ = ["wl_fingerprint", "graph_fingerprint", "edge_hashes", "graph_edge_hashes"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -28,22 +28,40 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def edge_hashes(edge_type: torch.Tensor, edge_attr: torch.Tensor) -> np.ndarray:
-    """One uint64 per edge from its type and the bits of its float64 features."""
-    feats = (edge_attr.to(torch.float64) + 0.0).contiguous().numpy().view(np.uint64)
-    h_edge = _mix(edge_type.numpy().astype(np.uint64) + np.uint64(0x1234567))
+def _fold(h: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Fold feature columns ``feats`` ``[E, F]`` (uint64 bits) into the edge hashes ``h`` ``[E]``,
+    up to each edge's last non-zero slot: trailing zeros (the padding of a narrow block in a wide
+    graph) add nothing, so a block hashes the same alone as padded to any width."""
+    if feats.shape[1] == 0:
+        return h
+    nonzero = feats != 0
+    length = np.where(nonzero.any(axis=1), feats.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
     for col in range(feats.shape[1]):
-        h_edge = _mix(h_edge ^ feats[:, col])
-    return h_edge
+        live = length > col
+        if live.all():
+            h = _mix(h ^ feats[:, col])
+        elif live.any():
+            h[live] = _mix(h[live] ^ feats[live, col])
+    return h
+
+
+def _type_hash(edge_type: int | np.ndarray) -> np.ndarray:
+    return _mix(np.asarray(edge_type).astype(np.uint64) + np.uint64(0x1234567))
+
+
+def edge_hashes(edge_type: torch.Tensor, edge_attr: torch.Tensor) -> np.ndarray:
+    """One uint64 per edge from its type and the bits of its float64 features (``-0.0`` counts as
+    ``0.0``; trailing zero slots are not hashed)."""
+    feats = (edge_attr.to(torch.float64) + 0.0).contiguous().numpy().view(np.uint64)
+    return _fold(_type_hash(edge_type.numpy()), feats)
 
 
 def graph_edge_hashes(graph, vector: torch.Tensor) -> np.ndarray:
-    """:func:`edge_hashes` of ``graph.edge_features(vector)``, computed one block at a time, so
-    that memory follows the parameters rather than edges x the widest kernel (a ViT's 16x16 patch
-    kernel would otherwise widen every edge to 256 features)."""
-    width = graph.max_feat_size
+    """:func:`edge_hashes` of ``graph.edge_features(vector)``, computed one block at a time: memory
+    follows the parameters rather than edges x the widest kernel (a ViT's 16x16 patch kernel would
+    otherwise widen every edge to 256 features), and neither ``edge_index`` nor ``edge_type`` is
+    built."""
     out = np.empty(graph.num_edges, np.uint64)
-    edge_type = graph.edge_type
     vector = vector.to(torch.float64)
     for b in graph.blocks:
         lo, hi = b.edge_start, b.edge_stop
@@ -53,11 +71,50 @@ def graph_edge_hashes(graph, vector: torch.Tensor) -> np.ndarray:
             rows = torch.full((hi - lo, 1), float(b.value), dtype=torch.float64)
         else:
             rows = b.view.read(vector).reshape(hi - lo, b.feat_size)
-        h = edge_hashes(edge_type[lo:hi], rows)
-        for _ in range(width - rows.shape[1]):  # the zero slots beyond this block's kernel
-            h = _mix(h)
-        out[lo:hi] = h
+        feats = (rows + 0.0).contiguous().numpy().view(np.uint64)
+        out[lo:hi] = _fold(np.full(hi - lo, _type_hash(b.edge_type), np.uint64), feats)
     return out
+
+
+#: Largest number of edges whose messages one step of :func:`graph_fingerprint` builds at once.
+_CHUNK = 1 << 22
+
+
+def graph_fingerprint(graph, vector: torch.Tensor, iterations: int = 4) -> tuple[int, ...]:
+    """:func:`wl_fingerprint` of ``graph`` with parameters ``vector`` and ``pos_w`` node labels,
+    computed block by block from the block layout: no ``edge_index`` (two int64 per edge) and no
+    per-edge gathers, and temporaries of at most ``_CHUNK`` edges. Equal to
+    ``wl_fingerprint(graph.edge_index, graph.edge_type, None, graph.num_nodes, graph.pos_w,
+    edge_hash=graph_edge_hashes(graph, vector))``."""
+    from .blocks import DENSE, STAR
+
+    h_edge = graph_edge_hashes(graph, vector)
+    color = _mix(graph.pos_w.numpy().astype(np.uint64) + np.uint64(987654321))
+    for _ in range(iterations):
+        incoming = np.zeros(graph.num_nodes, np.uint64)
+        outgoing = np.zeros(graph.num_nodes, np.uint64)
+        from_src = _mix(color + np.uint64(1))  # what a source node sends along its out-edges
+        from_dst = _mix(color + np.uint64(2))  # what a target node sends back along its in-edges
+        for b in graph.blocks:
+            s0, ns, d0, nd = b.src.start, b.src.size, b.dst.start, b.dst.size
+            h = h_edge[b.edge_start : b.edge_stop]
+            if not h.size:
+                continue
+            if b.kind == DENSE:
+                rows = max(1, _CHUNK // max(1, nd))
+                for r in range(0, ns, rows):
+                    hr = h[r * nd : min(ns, r + rows) * nd].reshape(-1, nd)
+                    src = slice(s0 + r, s0 + r + hr.shape[0])
+                    incoming[d0 : d0 + nd] += _mix(hr ^ from_src[src, None]).sum(axis=0, dtype=np.uint64)
+                    outgoing[src] += _mix(hr ^ from_dst[None, d0 : d0 + nd]).sum(axis=1, dtype=np.uint64)
+            elif b.kind == STAR:
+                incoming[d0 : d0 + nd] += _mix(h ^ from_src[s0])
+                outgoing[s0] += _mix(h ^ from_dst[d0 : d0 + nd]).sum(dtype=np.uint64)
+            else:  # diagonal: source i -> target i (src and dst may be one range: self-loops)
+                incoming[d0 : d0 + nd] += _mix(h ^ from_src[s0 : s0 + ns])
+                outgoing[s0 : s0 + ns] += _mix(h ^ from_dst[d0 : d0 + nd])
+        color = _mix(color ^ _mix(incoming + np.uint64(3)) ^ _mix(_mix(outgoing) + np.uint64(5)))
+    return tuple(int(c) for c in np.sort(color))
 
 
 def wl_fingerprint(

@@ -90,12 +90,43 @@ def node_permutation(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> t
 def is_automorphism(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> bool:
     """Whether relabelling nodes by ``perms`` maps the graph's edge structure (endpoints and edge
     types, hence auxiliary edges with their fixed values) onto itself."""
+    if _keeps_every_block(graph, perms):
+        return True
     pi = node_permutation(graph, perms)
     n, types = graph.num_nodes, 16
     src, dst = graph.edge_index
     key = (src * n + dst) * types + graph.edge_type
     mapped = (pi[src] * n + pi[dst]) * types + graph.edge_type
     return torch.equal(key.sort().values, mapped.sort().values)
+
+
+def _keeps_every_block(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> bool:
+    """A sufficient condition for :func:`is_automorphism`, decided from the block layout alone
+    (no edge list): each block's source and target ranges are mapped onto whole ranges, a
+    diagonal block's two sides move alike, and the images are the blocks the graph has (same kind
+    and edge type, counted with multiplicity): then every block's edges land on a block's edges."""
+    from collections import Counter
+
+    def image(rng) -> tuple[int, torch.Tensor] | None:
+        perm = perms.get(rng.group)
+        if perm is None or rng.size == 0:
+            return rng.start, torch.arange(rng.size)
+        part = perm[rng.lo : rng.lo + rng.size]
+        lo = int(part.min())
+        if int(part.max()) - lo + 1 != rng.size:  # not a whole range
+            return None
+        return rng.start - rng.lo + lo, part - lo
+
+    keys, images = Counter(), Counter()
+    for b in graph.blocks:
+        keys[(b.kind, b.edge_type, b.src.start, b.src.size, b.dst.start, b.dst.size)] += 1
+        src, dst = image(b.src), image(b.dst)
+        if src is None or dst is None:
+            return False
+        if b.kind == DIAGONAL and not torch.equal(src[1], dst[1]):
+            return False
+        images[(b.kind, b.edge_type, src[0], b.src.size, dst[0], b.dst.size)] += 1
+    return keys == images
 
 
 def permute_buffers(graph: NeuralGraph, model: torch.nn.Module, perms: Mapping[str, torch.Tensor]) -> None:

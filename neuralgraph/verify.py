@@ -43,7 +43,7 @@ from torch import nn
 
 from .errors import ParameterMismatchError
 from .graph import NeuralGraph
-from .isomorphism import graph_edge_hashes, wl_fingerprint
+from .isomorphism import graph_fingerprint
 from .params import flatten_params, load_params, param_specs
 from .permute import is_automorphism, permute_buffers, permute_params
 from .symmetry import compose
@@ -254,6 +254,10 @@ def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[st
     return perms
 
 
+#: Largest graph (edges) on which :func:`verify` tries every declared symmetry alone and every way
+#: of breaking one by default; beyond it each check costs seconds, so it samples ``trials`` of each.
+EXHAUSTIVE_EDGES = 5_000_000
+
 #: Largest edge feature matrix (elements) the round-trip check builds whole; beyond it, block by block.
 _WHOLE_FEATURES = 20_000_000
 
@@ -277,6 +281,20 @@ def _round_trip(graph: NeuralGraph, theta: torch.Tensor) -> bool:
     return all(torch.equal(out, stack[:, t]) for t, out in enumerate(outs))
 
 
+def _round_robin(candidates: list, generator: torch.Generator) -> list:
+    """``candidates`` (``(kind, symmetry, side)``) reordered so that every symmetry comes once before
+    any comes twice, symmetries and each one's candidates in random order."""
+    by_sym: dict[int, list] = {}
+    for c in candidates:
+        by_sym.setdefault(id(c[1]), []).append(c)
+    queues = [[q[i] for i in torch.randperm(len(q), generator=generator).tolist()] for q in by_sym.values()]
+    queues = [queues[i] for i in torch.randperm(len(queues), generator=generator).tolist()]
+    out = []
+    while any(queues):
+        out += [q.pop(0) for q in queues if q]
+    return out
+
+
 def verify(
     model: nn.Module,
     graph: NeuralGraph | None = None,
@@ -287,6 +305,7 @@ def verify(
     arch: str | None = None,
     rtol: float | None = None,
     change_tol: float = 1e-11,
+    exhaustive: bool | None = None,
 ) -> VerificationReport:
     """Check a model's neural graph against the model's real function.
 
@@ -296,9 +315,17 @@ def verify(
     when there are more symmetries or ways to break them, so each is tried once). Good
     permutations must keep outputs within ``rtol`` (default 1e-6, or the converter's
     ``verify_rtol``); bad ones must move them by more than
-    ``change_tol`` and 10x the worst good deviation (relative to the largest output). Raises
-    ``ValueError`` for models without real weights (``meta`` device).
+    ``change_tol`` and 10x the worst good deviation (relative to the largest output).
+
+    ``exhaustive`` (default: for graphs of at most :data:`EXHAUSTIVE_EDGES` edges) tries every
+    declared symmetry alone and every way of breaking one. Otherwise, where one check of a large
+    model takes seconds, ``trials`` good permutations are tried (all symmetries together, then single
+    symmetries drawn at random) and ``trials`` bad ones (drawn round-robin over the symmetries); the
+    report notes how many were left untried. Raises ``ValueError`` for models without real weights
+    (``meta`` device) or ``trials`` below 1.
     """
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer (permutations of each kind to try), got {trials!r}")
     if any(p.is_meta for p in model.parameters()):
         raise ValueError("verify needs real weights: the model's parameters are on the meta device")
     if graph is None:
@@ -328,8 +355,7 @@ def verify(
     x = _inputs_for(work, graph, inputs, generator)
     reference = model_outputs(work, x)
     scale = float(reference.abs().max()) + 1e-12
-    fingerprint = wl_fingerprint(graph.edge_index, graph.edge_type, None, graph.num_nodes, graph.pos_w,
-                                 edge_hash=graph_edge_hashes(graph, theta))
+    fingerprint = graph_fingerprint(graph, theta)
 
     moved = copy.deepcopy(work)  # reused: parameters and unit buffers are reset on every call
     original_buffers = {name: buf.clone() for name, buf in work.named_buffers()}
@@ -345,10 +371,9 @@ def verify(
         return float((model_outputs(moved, x) - reference).abs().max()) / scale
 
     def outcome(perms, skip=()) -> tuple[float, bool]:
-        deviation = deviation_with(permute_params(graph, theta, perms, skip=skip), perms)
-        hashes = graph_edge_hashes(graph, permute_params(graph, theta, perms, skip=skip))
-        same = wl_fingerprint(graph.edge_index, graph.edge_type, None, graph.num_nodes, graph.pos_w,
-                              edge_hash=hashes) == fingerprint
+        vector = permute_params(graph, theta, perms, skip=skip)
+        deviation = deviation_with(vector, perms)
+        same = graph_fingerprint(graph, vector) == fingerprint
         return deviation, same
 
     noise = torch.Generator().manual_seed(seed + 1)  # its own stream: the draws above stay as they were
@@ -373,9 +398,20 @@ def verify(
         report.notes.append("the graph declares no permutable group with more than one unit: no permutation to test")
         return report
 
-    # good permutations: each symmetry alone once, then all together
-    for t in range(max(trials, len(symmetries))):
-        chosen = [symmetries[t]] if t < len(symmetries) else symmetries
+    if exhaustive is None:
+        exhaustive = graph.num_edges <= EXHAUSTIVE_EDGES
+    # good permutations: each symmetry alone once, then all together (sampled: all together first)
+    if exhaustive:
+        plans = [[s] for s in symmetries] + [symmetries] * max(0, trials - len(symmetries))
+    else:
+        order = torch.randperm(len(symmetries), generator=generator).tolist()
+        plans = ([symmetries] + [[symmetries[i]] for i in order])[: trials]
+        untried = len(symmetries) - (len(plans) - 1)
+        if untried > 0 and len(symmetries) > 1:
+            report.notes.append(
+                f"large graph ({graph.num_edges:,} edges): {len(plans) - 1} of {len(symmetries)} symmetries tried alone "
+                f"(all of them together once); pass exhaustive=True or more trials= to try each")
+    for chosen in plans:
         perms = _draw(graph, chosen, generator)
         groups = tuple(perms)
         what = "permute " + (chosen[0].name if len(chosen) == 1 else "all permutable groups")
@@ -424,8 +460,15 @@ def verify(
             candidates.append(("cross-segment", sym, None))
     if not candidates:
         report.notes.append("no way to break the declared symmetries was found: no bad permutation tested")
-    for t in range(max(trials, len(candidates)) if candidates else 0):
-        kind, sym, side = candidates[t % len(candidates)]
+    if exhaustive or not candidates:
+        tries = [candidates[t % len(candidates)] for t in range(max(trials, len(candidates)))] if candidates else []
+    else:
+        tries = _round_robin(candidates, generator)[:trials]
+        if len(tries) < len(candidates):
+            report.notes.append(
+                f"large graph ({graph.num_edges:,} edges): {len(tries)} of {len(candidates)} ways to break a symmetry "
+                f"tried; pass exhaustive=True or more trials= to try each")
+    for kind, sym, side in tries:
         for _attempt in range(3):  # a permutation of units that happen to be inactive changes nothing
             if kind == "inconsistent":
                 perms = _draw(graph, [sym], generator)

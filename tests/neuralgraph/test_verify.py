@@ -127,3 +127,68 @@ def test_round_trip_block_by_block_matches_the_whole_path(monkeypatch):
     assert verify_module._round_trip(g, theta)
     monkeypatch.setattr(verify_module, "_WHOLE_FEATURES", 0)
     assert verify_module._round_trip(g, theta)
+
+
+def _fingerprint_models():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    from neuralgraph.models.nanogpt import GPT, GPTConfig
+
+    gpt = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8))
+    return [conv, gpt]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_block_wise_fingerprint_equals_the_edge_list_fingerprint(which, monkeypatch):
+    import neuralgraph.isomorphism as iso
+    from neuralgraph.isomorphism import graph_edge_hashes, graph_fingerprint, wl_fingerprint
+
+    g = ng.convert(_fingerprint_models()[which], lpe=0)
+    theta = torch.randn(g.num_params, dtype=torch.float64)
+    theta[::7] = 0.0  # zero features: trailing zeros are not hashed, in both paths
+    edge_list = wl_fingerprint(g.edge_index, g.edge_type, None, g.num_nodes, g.pos_w,
+                               edge_hash=graph_edge_hashes(g, theta))
+    assert graph_fingerprint(g, theta) == edge_list
+    monkeypatch.setattr(iso, "_CHUNK", 3)  # dense blocks in chunks of a few rows
+    assert graph_fingerprint(g, theta) == edge_list
+    other = theta.clone()
+    other[0] += 1.0
+    assert graph_fingerprint(g, other) != edge_list
+
+
+def test_block_layout_automorphism_agrees_with_the_edge_list_check():
+    from neuralgraph.permute import _keeps_every_block, is_automorphism
+
+    g = ng.convert(_fingerprint_models()[1], lpe=0)
+    gen = torch.Generator().manual_seed(0)
+    sizes = {x.name: x.size for x in g.groups}
+    for sym in g.symmetries:
+        perms = sym.draw(sizes, gen)
+        assert _keeps_every_block(g, perms) and is_automorphism(g, perms)
+    # swapping the first and last unit of every group: the fast path proves no more than the edge list check
+    for group in g.groups:
+        perm = torch.arange(group.size)
+        perm[[0, -1]] = perm[[-1, 0]]
+        swap = {group.name: perm}
+        assert not _keeps_every_block(g, swap) or is_automorphism(g, swap)
+
+
+def test_large_graph_sampling_tries_trials_of_each_kind_and_says_what_it_left(monkeypatch):
+    import importlib
+
+    verify_module = importlib.import_module("neuralgraph.verify")
+    model = _fingerprint_models()[1]
+    everything = ng.verify(model, trials=2)
+    monkeypatch.setattr(verify_module, "EXHAUSTIVE_EDGES", 0)
+    sampled = ng.verify(model, trials=2)
+    assert everything and sampled
+    assert everything.good_trials > 2 and sampled.good_trials == 2
+    assert sampled.bad_trials + sampled.inert_trials == 2 < everything.bad_trials + everything.inert_trials
+    assert any("exhaustive=True" in n for n in sampled.notes)
+    assert ng.verify(model, trials=2, exhaustive=True).good_trials == everything.good_trials
+
+
+@pytest.mark.parametrize("trials", [0, -3, 1.5, True])
+def test_trials_must_be_a_positive_integer(trials):
+    with pytest.raises(ValueError, match="trials must be a positive integer"):
+        ng.verify(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)), trials=trials)
