@@ -1,6 +1,6 @@
 """Edge blocks: one parameter tensor (or one auxiliary connection) laid between node ranges.
 
-Three kinds (``DESIGN.md`` section 2):
+Three kinds (``docs/design.md``, "Graph semantics"):
 
 * ``dense`` — every source node to every target node (Linear, Conv, embeddings). Edges are
   ordered source-major: edge ``s * n_dst + d`` joins source ``s`` and target ``d``.

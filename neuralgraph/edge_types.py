@@ -1,7 +1,7 @@
 """The edge-type vocabulary of neural graphs.
 
 These integers are the vocabulary the published NiNo checkpoints were trained with
-(``DESIGN.md`` section 2); the NiNo edge-type embedding has ``NUM_EDGE_TYPES`` rows.
+(``docs/design.md``, "Graph semantics"); the NiNo edge-type embedding has ``NUM_EDGE_TYPES`` rows.
 Every other module refers to the names below, never to the raw numbers.
 """
 

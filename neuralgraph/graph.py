@@ -43,7 +43,7 @@ class UnitBuffer:
 
 @dataclass(eq=False)
 class NeuralGraph:
-    """A neural network as a graph of neurons (``DESIGN.md`` section 2).
+    """A neural network as a graph of neurons (``docs/design.md``, "Graph semantics").
 
     Built by converters through :class:`~neuralgraph.builder.GraphBuilder`; users get one from
     :func:`neuralgraph.convert`.

@@ -19,7 +19,7 @@ ROLES = (
     "head",  # one node per attention head
     "all",  # pseudo group spanning every node (self-loops)
 )
-"""The node roles converters use (``DESIGN.md`` section 2)."""
+"""The node roles converters use (``docs/design.md``, "Graph semantics")."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The flat parameter vector of a model is the concatenation of ``model.named_parameters()``
 (tied parameters once, as PyTorch lists them), each tensor flattened in row-major order
-(``DESIGN.md`` section 2, "Parameter order"). A :class:`ParamView` describes a strided window
+(``docs/design.md``, "Parameter order"). A :class:`ParamView` describes a strided window
 into that vector (a parameter, a slice of a fused parameter, a transposed weight ...) without
 copying anything, so converters can say *which* values an edge block carries and the graph can
 move them between vectors and edge features with ``torch.as_strided``.

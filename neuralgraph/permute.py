@@ -2,10 +2,12 @@
 
 A permutation is given per node group as a tensor ``perm`` of local indices: unit ``i`` of the
 group moves to position ``perm[i]``. A parameter on the edge ``(s, d)`` then moves to the edge
-``(perm(s), perm(d))`` of the same block (``DESIGN.md`` section 3).
+``(perm(s), perm(d))`` of the same block (``docs/design.md``, "The symmetry principle").
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from collections.abc import Collection, Mapping
 
@@ -105,8 +107,6 @@ def _keeps_every_block(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) ->
     (no edge list): each block's source and target ranges are mapped onto whole ranges, a
     diagonal block's two sides move alike, and the images are the blocks the graph has (same kind
     and edge type, counted with multiplicity): then every block's edges land on a block's edges."""
-    from collections import Counter
-
     def image(rng) -> tuple[int, torch.Tensor] | None:
         perm = perms.get(rng.group)
         if perm is None or rng.size == 0:

@@ -1,7 +1,7 @@
 """Declared neuron-permutation symmetries of a neural graph.
 
 A converter declares which node groups the network's function is invariant to permuting
-(``DESIGN.md`` section 3). The verifier draws "good" permutations from these declarations and
+(``docs/design.md``, "The symmetry principle"). The verifier draws "good" permutations from these declarations and
 "bad" ones by breaking them, then checks both against the model's real outputs.
 
 A permutation of a group is a tensor ``perm`` of local indices: unit ``i`` moves to ``perm[i]``.

@@ -1,4 +1,4 @@
-"""The verifier: a converter checked against the model's real function (``DESIGN.md`` §3).
+"""The verifier: a converter checked against the model's real function (``docs/design.md``, "The symmetry principle").
 
 ``verify(model)`` works on a float64 copy of the model whose parameters are re-drawn at random
 (seeded; so that no two units are accidentally alike and ReLU units are alive), and checks:

@@ -1,6 +1,6 @@
 """nowcast: NiNo parameter nowcasting — the model, its baselines and the optimizer wrapper.
 
-See DESIGN.md sections 4 and 5, ``docs/nino.md`` (the model) and ``docs/nowcast_optimizer.md``
+See ``docs/design.md``, ``docs/nino.md`` (the model) and ``docs/nowcast_optimizer.md``
 (prediction, baselines, the :class:`NiNo` optimizer wrapper and the command line), ``docs/tasks.md``
 (tasks, :func:`train` and the steps-to-target comparison :func:`compare`), ``docs/metatraining.md``
 (trajectory collection, the meta-training dataset and loop, our own checkpoints).

@@ -1,6 +1,6 @@
 """Hyper-parameters of a NiNo meta-model (:class:`NiNoConfig`).
 
-The defaults are the published defaults of the NiNo authors' model (``DESIGN.md`` section 4);
+The defaults are the published defaults of the NiNo authors' model (``docs/design.md``, "NiNo");
 :meth:`NiNoConfig.from_official_args` resolves the ``model_args`` dictionary stored in the
 published checkpoints (which lists only the arguments that differ from those defaults).
 """

@@ -11,7 +11,7 @@ predictor's landing point.
 
     from nowcast.jump_landing import jump_landings
     result = jump_landings({"nino-cpu": nowcast.load("checkpoints/nino-cpu")}, MetaDataset([run_dir]))
-    print(result.table())
+    table = result.table()  # a text table, one row per predictor
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """NiNo message passing: modulated convolutions with mean aggregation, and edge updates.
 
-Layer ``l`` (``DESIGN.md`` section 4), for an edge ``j -> i`` with embedding ``e``:
+Layer ``l`` (``docs/design.md``, "NiNo"), for an edge ``j -> i`` with embedding ``e``:
 
 - message ``m = s * (P [x_i || x_j]) + t`` with ``(s, t) = split(edge_encoder(e))``;
 - ``a_i`` = mean of the messages over the incoming edges of ``i`` (0 for a node without any);

@@ -1,6 +1,6 @@
 """The NiNo meta-model (:class:`NiNoModel`): nowcasts future parameters from their recent history.
 
-Two variants share one class (``DESIGN.md`` section 4):
+Two variants share one class (``docs/design.md``, "NiNo"):
 
 - NiNo (``config.gnn=True``): edges of the neural graph carry the ``ctx`` most recent scaled
   states of their parameters; nodes carry Laplacian positional encodings (and optionally a token

@@ -1,6 +1,6 @@
 """The NiNo optimizer wrapper (:class:`NiNo`): a base optimizer plus periodic nowcasting jumps.
 
-Schedule (``DESIGN.md`` section 4). Steps are counted from 0 (``s`` = number of ``step()`` calls
+Schedule (``docs/design.md``, "NiNo"). Steps are counted from 0 (``s`` = number of ``step()`` calls
 made before this one). With ``interval = period // ctx``:
 
 - at every step with ``(s + 1) % interval == 0`` the current parameters (after ``s`` updates)

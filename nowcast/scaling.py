@@ -1,7 +1,7 @@
 """Layer-wise scaling of parameter histories before NiNo sees them, and its inverse.
 
 Each parameter tensor is scaled by the mean and unbiased standard deviation of *all* its elements
-over *all* ``ctx`` states (``DESIGN.md`` section 4): ``(x - mean) / (std + eps)``; predictions are
+over *all* ``ctx`` states (``docs/design.md``, "NiNo"): ``(x - mean) / (std + eps)``; predictions are
 mapped back with ``x * std + mean`` (no eps). Rows of the history follow the flat parameter vector
 (``neuralgraph.flatten_params`` order), so parameter tensor ``i`` occupies ``sizes[i]``
 consecutive rows. Statistics are computed with segment reductions (one pass over the history,

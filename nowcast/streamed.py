@@ -1,6 +1,6 @@
 """NiNo's forward pass for large graphs: no ``E x hid`` buffer, no per-edge gathers.
 
-Two ideas (``DESIGN.md`` §4, "Cost"):
+Two ideas (``docs/design.md``, "NiNo"):
 
 * **Streaming.** Node states of every layer are kept (``N x hid``, small); the edge states an
   edge chunk needs are recomputed from its inputs in every pass. Only the layers that feed an edge
