@@ -8,7 +8,6 @@ group moves to position ``perm[i]``. A parameter on the edge ``(s, d)`` then mov
 from __future__ import annotations
 
 from collections import Counter
-
 from collections.abc import Collection, Mapping
 
 import torch
