@@ -3,7 +3,8 @@
 Users pass ``example_inputs`` as a tensor, a tuple of positional arguments or a dict of keyword
 arguments. Without them, a Hugging Face model's inputs come from its config (the main input's
 kind, the vocabulary, the image size and channels, the feature size of audio models; decoder ids
-for encoder-decoders); a module with an ``example_inputs()`` method says its own; a plain module's
+for encoder-decoders; a mask over image patches where the model has a learned mask token, so
+that the token takes part); a module with an ``example_inputs()`` method says its own; a plain module's
 come from its first layer when that says enough (a ``Linear``, ``Conv``, ``Embedding`` or
 ``LayerNorm``). Otherwise the error says how to pass them.
 """
@@ -19,10 +20,20 @@ from torch import nn
 
 from .errors import NeuralGraphError
 
-__all__ = ["normalize_inputs", "example_inputs_for", "redraw_inputs"]
+__all__ = ["normalize_inputs", "example_inputs_for", "redraw_inputs", "batch_within"]
 
 SEQUENCE_LENGTH = 6
 """Tokens per example sequence (capped by the model's maximum)."""
+
+OUTPUT_BUDGET = 1 << 24
+"""Most output elements one batch of verification inputs may produce (16M: 128 MB in float64)."""
+
+
+def batch_within(batch: int, per_example: int) -> int:
+    """``batch`` capped at 8 and at what keeps ``batch * per_example`` output elements (a language
+    model's positions x vocabulary) within :data:`OUTPUT_BUDGET`; at least 1. At real size, GPT-2's
+    1024 positions x 50257 logits fill the budget with one sequence."""
+    return max(1, min(batch, 8, OUTPUT_BUDGET // max(1, per_example)))
 
 
 def normalize_inputs(inputs: Any) -> tuple | dict:
@@ -45,6 +56,14 @@ def _accepts(model: nn.Module, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _names(model: nn.Module, name: str) -> bool:
+    """Whether ``model.forward`` has an argument called ``name`` (not merely ``**kwargs``)."""
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _config_int(config: Any, *names: str, default: int | None = None) -> int | None:
@@ -73,12 +92,13 @@ def _from_config(model: nn.Module, generator: torch.Generator) -> dict:
     text = _text_config(config)
     max_len = _config_int(text, "max_position_embeddings", "n_positions", "max_length", default=SEQUENCE_LENGTH)
     seq = max(1, min(SEQUENCE_LENGTH, max_len or SEQUENCE_LENGTH))
-    if main == "pixel_values" or (main != "input_ids" and getattr(config, "vision_config", None) is not None):
+    two_towers = getattr(config, "vision_config", None) is not None and _names(model, "pixel_values")
+    if main == "pixel_values" or two_towers:
         vision = getattr(config, "vision_config", None) or config
         size = _config_int(vision, "image_size", default=32)
         channels = _config_int(vision, "num_channels", default=3)
         inputs["pixel_values"] = torch.randn(batch, channels, size, size, generator=generator)
-        if main == "input_ids" or getattr(config, "text_config", None) is not None:
+        if _names(model, "input_ids") and (main == "input_ids" or getattr(config, "text_config", None) is not None):
             vocab = _config_int(text, "vocab_size", default=10)
             inputs["input_ids"] = torch.randint(min(vocab, 1000), (batch, seq), generator=generator)
     elif main == "input_features":
@@ -93,9 +113,20 @@ def _from_config(model: nn.Module, generator: torch.Generator) -> dict:
     if getattr(config, "is_encoder_decoder", False) and _accepts(model, "decoder_input_ids"):
         vocab = _config_int(_text_config(config), "vocab_size", default=10)
         inputs["decoder_input_ids"] = torch.randint(min(vocab, 1000), (batch, seq), generator=generator)
+    if "pixel_values" in inputs and _names(model, "bool_masked_pos") and _has_param(model, "mask_token"):
+        # a learned mask token is part of the function only where patches are masked: mask some
+        vision = getattr(config, "vision_config", None) or config
+        size, patch = _config_int(vision, "image_size", default=32), _config_int(vision, "patch_size", default=16)
+        patches = (size // patch) ** 2 if size and patch else 0
+        if patches:
+            inputs["bool_masked_pos"] = torch.rand(batch, patches, generator=generator) < 0.5
     if _accepts(model, "use_cache"):
         inputs["use_cache"] = False
     return inputs
+
+
+def _has_param(model: nn.Module, suffix: str) -> bool:
+    return any(name.endswith(suffix) for name, _ in model.named_parameters())
 
 
 def _from_first_layer(model: nn.Module, generator: torch.Generator) -> tuple | None:

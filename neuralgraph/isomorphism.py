@@ -17,14 +17,31 @@ __all__ = ["wl_fingerprint", "graph_fingerprint", "edge_hashes", "graph_edge_has
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
+#: Largest number of edges (or edge features) hashed or messaged at once.
+_CHUNK = 1 << 22
+
+_wrapping = np.errstate(over="ignore")
+"""Hashes multiply and add modulo 2**64: overflow is the point, not an error."""
+
 
 def _mix(x: np.ndarray) -> np.ndarray:
+    """A 64-bit finalizer (splitmix64's) on a copy of ``x``, in place after the copy."""
     x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
+    if x.ndim == 0:
+        x = x.reshape(1)
+        return _mix_inplace(x, np.empty_like(x)).reshape(())
+    return _mix_inplace(x, np.empty_like(x))
+
+
+def _mix_inplace(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    np.right_shift(x, np.uint64(30), out=tmp)
+    x ^= tmp
     x *= _M1
-    x ^= x >> np.uint64(27)
+    np.right_shift(x, np.uint64(27), out=tmp)
+    x ^= tmp
     x *= _M2
-    x ^= x >> np.uint64(31)
+    np.right_shift(x, np.uint64(31), out=tmp)
+    x ^= tmp
     return x
 
 
@@ -49,6 +66,7 @@ def _type_hash(edge_type: int | np.ndarray) -> np.ndarray:
     return _mix(np.asarray(edge_type).astype(np.uint64) + np.uint64(0x1234567))
 
 
+@_wrapping
 def edge_hashes(edge_type: torch.Tensor, edge_attr: torch.Tensor) -> np.ndarray:
     """One uint64 per edge from its type and the bits of its float64 features (``-0.0`` counts as
     ``0.0``; trailing zero slots are not hashed)."""
@@ -56,6 +74,7 @@ def edge_hashes(edge_type: torch.Tensor, edge_attr: torch.Tensor) -> np.ndarray:
     return _fold(_type_hash(edge_type.numpy()), feats)
 
 
+@_wrapping
 def graph_edge_hashes(graph, vector: torch.Tensor) -> np.ndarray:
     """:func:`edge_hashes` of ``graph.edge_features(vector)``, computed one block at a time: memory
     follows the parameters rather than edges x the widest kernel (a ViT's 16x16 patch kernel would
@@ -67,19 +86,20 @@ def graph_edge_hashes(graph, vector: torch.Tensor) -> np.ndarray:
         lo, hi = b.edge_start, b.edge_stop
         if hi == lo:
             continue
+        type_hash = _type_hash(b.edge_type)
         if b.view is None:
-            rows = torch.full((hi - lo, 1), float(b.value), dtype=torch.float64)
-        else:
-            rows = b.view.read(vector).reshape(hi - lo, b.feat_size)
-        feats = (rows + 0.0).contiguous().numpy().view(np.uint64)
-        out[lo:hi] = _fold(np.full(hi - lo, _type_hash(b.edge_type), np.uint64), feats)
+            rows = torch.full((1, 1), float(b.value), dtype=torch.float64)
+            out[lo:hi] = _fold(np.full(1, type_hash, np.uint64), (rows + 0.0).numpy().view(np.uint64))[0]
+            continue
+        values = b.view.read(vector).reshape(hi - lo, b.feat_size)
+        step = max(1, _CHUNK // max(1, b.feat_size))
+        for r in range(0, hi - lo, step):  # temporaries of at most _CHUNK features
+            feats = (values[r : r + step] + 0.0).contiguous().numpy().view(np.uint64)
+            out[lo + r : lo + r + feats.shape[0]] = _fold(np.full(feats.shape[0], type_hash, np.uint64), feats)
     return out
 
 
-#: Largest number of edges whose messages one step of :func:`graph_fingerprint` builds at once.
-_CHUNK = 1 << 22
-
-
+@_wrapping
 def graph_fingerprint(graph, vector: torch.Tensor, iterations: int = 4) -> tuple[int, ...]:
     """:func:`wl_fingerprint` of ``graph`` with parameters ``vector`` and ``pos_w`` node labels,
     computed block by block from the block layout: no ``edge_index`` (two int64 per edge) and no
@@ -117,6 +137,7 @@ def graph_fingerprint(graph, vector: torch.Tensor, iterations: int = 4) -> tuple
     return tuple(int(c) for c in np.sort(color))
 
 
+@_wrapping
 def wl_fingerprint(
     edge_index: torch.Tensor,
     edge_type: torch.Tensor,

@@ -63,6 +63,7 @@ from .. import edge_types as et
 from ..builder import GraphBuilder
 from ..errors import ParameterMismatchError, UnsupportedModelError
 from ..groups import NodeGroup
+from ..inputs import batch_within
 from ..params import ParamView
 from ..registry import register
 from ..source import ModelSource
@@ -383,7 +384,7 @@ def sample_bert(rng: random.Random):
 
 def bert_inputs(model, graph, generator: torch.Generator, batch: int) -> dict:
     config = model.config
-    shape = (min(batch, 8), config.max_position_embeddings)
+    shape = (batch_within(batch, config.max_position_embeddings * config.vocab_size), config.max_position_embeddings)
     return {
         "input_ids": torch.randint(config.vocab_size, shape, generator=generator),
         "token_type_ids": torch.randint(config.type_vocab_size, shape, generator=generator),

@@ -25,6 +25,7 @@ import torch
 from .. import edge_types as et
 from ..builder import GraphBuilder
 from ..errors import UnsupportedModelError
+from ..inputs import batch_within
 from ..params import ParamView
 from ..registry import register
 from ..source import ModelSource
@@ -138,7 +139,8 @@ def sample_gpt2(rng: random.Random):
 
 def gpt2_inputs(model, graph, generator: torch.Generator, batch: int) -> dict:
     config = model.config
-    ids = torch.randint(config.vocab_size, (min(batch, 8), config.n_positions), generator=generator)
+    rows = batch_within(batch, config.n_positions * config.vocab_size)
+    ids = torch.randint(config.vocab_size, (rows, config.n_positions), generator=generator)
     return {"input_ids": ids, "use_cache": False}
 
 
