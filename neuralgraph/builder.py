@@ -43,6 +43,7 @@ class GraphBuilder:
         self._num_nodes = 0
         self._num_edges = 0
         self.meta: dict = {}
+        self.finishers: list = []  # callables NeuralGraph -> NeuralGraph, applied by build() in order
 
     # ------------------------------------------------------------------ parameters
     def has_param(self, name: str) -> bool:
@@ -241,7 +242,7 @@ class GraphBuilder:
             EdgeBlock("self_loops", DIAGONAL, everything, everything, et.SELF_LOOP, self._num_edges, None,
                       et.AUXILIARY_VALUES[et.SELF_LOOP])
         )
-        return NeuralGraph(
+        graph = NeuralGraph(
             groups=tuple(self._groups),
             blocks=tuple(blocks),
             params=tuple(self.params),
@@ -251,3 +252,6 @@ class GraphBuilder:
             lpe=lpe,
             meta=dict(self.meta),
         )
+        for finish in self.finishers:
+            graph = finish(graph)
+        return graph

@@ -23,6 +23,7 @@ from torch import nn
 from .builder import GraphBuilder
 from .errors import UnsupportedModelError
 from .graph import NeuralGraph
+from .refusals import refusal_for
 from .source import ModelSource
 
 __all__ = ["Converter", "register", "converters", "get_converter", "convert", "resolve"]
@@ -163,6 +164,9 @@ def resolve(
     if source.module is None:
         raise UnsupportedModelError("a list of (name, shape) pairs needs arch=...: " + _supported())
     candidates = [c for c in converters() if c.matches(source)]
+    reason = refusal_for(source.model_type)
+    if reason and not candidates:
+        raise UnsupportedModelError(reason + " (arch='traced' traces it anyway)")
     # a Hugging Face model_type without a hand-written converter is traced like any other module
     candidates += [c for c in converters() if c.fallback and c not in candidates]
     if not candidates:
@@ -242,7 +246,8 @@ def _chain_or_traced(source: ModelSource, *, naive: bool, lpe: int) -> NeuralGra
         try:
             graph = traced.build(source, naive=naive, lpe=lpe)
         except NeuralGraphError as trace_err:
-            raise UnsupportedModelError(f"{chain_err}\n(traced converter: {trace_err})") from None
+            # the trace is the general reading: its reason leads, the chain's follows
+            raise UnsupportedModelError(f"traced converter: {trace_err}\n(as a chain of layers: {chain_err})") from None
         graph.meta["converter"] = "traced"
         return graph
     if source.example_inputs is None:

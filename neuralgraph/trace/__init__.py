@@ -19,6 +19,7 @@ from ..params import param_specs
 from .dataflow import Dataflow, TraceError
 from .emit import emit
 from .record import Trace, record
+from .selfcheck import keep_structural_symmetries
 from .rules import RULES, apply, rule
 from .usage import check_coverage
 from .values import Units
@@ -59,6 +60,7 @@ def trace_builder(model: nn.Module, inputs: tuple | Mapping, *, arch: str = "tra
     flow = run_rules(trace, specs)
     check_coverage(flow.rel, specs)
     builder = emit(flow.rel, specs, arch)
+    builder.finishers.append(keep_structural_symmetries)
     builder.meta["traced"] = {
         "ops": len(trace.ops),
         "device": trace.device,

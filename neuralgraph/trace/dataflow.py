@@ -19,7 +19,7 @@ from .. import edge_types as et
 from ..errors import UnsupportedModelError
 from ..params import ParamSpec
 from .record import Trace
-from .relations import DenseRelation, Relations
+from .relations import DenseRelation, PairedRelation, Relations
 from .elems import Elems
 from .values import Data, Params, Units, Value
 from .rows import unique_rows
@@ -169,7 +169,8 @@ class Dataflow:
         if bool((per_elem[per_elem > 0] > 1).any()):
             # one value shared by several neurons (a scalar gain): an edge of its own that moves with none
             if elem.unique().numel() != 1:
-                raise TraceError(f"{self.op_name}: parameter '{name}' is shared by several neurons in a way the graph cannot hold")
+                self._attach_shared(p, name, elem, unit, edge_type)
+                return
             target = self.rel.allocate(1, "bias", f"{name}:target")
             self.rel.fix(target, "target of a shared scalar parameter")
             self.rel.dense.append(DenseRelation(self.bias_node(name), target, p.idx.materialized(elem[:1].reshape(1, 1, 1)), edge_type, name))
@@ -186,6 +187,23 @@ class Dataflow:
             positions = self.row_group(name, c, "position")
             etype = et.POSITION_EMBEDDING if edge_type == et.BIAS else edge_type
             self.rel.dense.append(DenseRelation(positions, units_sorted, p.idx.materialized(grid.t().unsqueeze(-1)), etype, name))
+
+    def _attach_shared(self, p: Params, name: str, elem: torch.Tensor, unit: torch.Tensor, edge_type: int) -> None:
+        """Each element of ``p`` scales several neurons, each neuron one element (QK-norm's gain over
+        head dimensions, shared by every head): one fixed node per element holds its value on an edge
+        from the parameter's node, auxiliary edges reach the neurons it scales, and those neurons are
+        labelled by element, so only neurons sharing an element may be exchanged."""
+        if unit.unique().numel() != unit.numel():
+            raise TraceError(f"{self.op_name}: parameter '{name}' reaches some neurons through several elements and "
+                             "others through the same element: the graph cannot hold that sharing")
+        first = int(elem.min())
+        slots = torch.unique(elem)
+        coords = self.rel.allocate(slots.numel(), "coordinate", f"{name}:elements")
+        self.rel.fix(coords, f"elements of '{name}', shared by several neurons")
+        self.rel.dense.append(DenseRelation(self.bias_node(name), coords, p.idx.materialized(slots.reshape(1, -1, 1)), edge_type, name))
+        slot_of = torch.searchsorted(slots, elem.contiguous())
+        self.rel.paired.append(PairedRelation(coords[slot_of], unit, None, et.RESIDUAL, f"{name} (shared)", ties=False))
+        self.rel.label(unit, elem - first)
 
     def opaque(self, op, reason: str) -> None:
         """No rule: every neuron the op reads is fixed (conservative) and its results are data."""

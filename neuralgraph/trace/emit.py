@@ -53,6 +53,38 @@ def _canonical(rel: Relations) -> torch.Tensor:
     return first[comp]
 
 
+def _join_repeated_heads(rel: Relations) -> None:
+    """An attention layer applied more than once (ALBERT shares one layer across its depth) has one
+    set of neurons, so one node per head: head nodes whose members are the same neurons once
+    reused parameters are joined become one node, and the head permutation moves them together."""
+    head = torch.zeros(rel.num_units, dtype=torch.bool)
+    for a in rel.allocations:
+        if a.role == "head":
+            head[a.start : a.start + a.size] = True
+    pairs = [torch.stack([r.src, r.dst], 1) for r in rel.paired if r.edge_type == et.HEAD and r.elems is None]
+    if not pairs:
+        return
+    pairs = torch.cat(pairs)
+    pairs = pairs[head[pairs[:, 0]] & ~head[pairs[:, 1]]]
+    if pairs.shape[0] == 0:
+        return
+    canon = _canonical(rel)
+    members: dict[int, list[int]] = defaultdict(list)
+    for h, m in unique_rows(torch.stack([pairs[:, 0], canon[pairs[:, 1]]], 1)).tolist():
+        members[h].append(m)
+    first: dict[tuple, int] = {}
+    a, b = [], []
+    for h, ms in members.items():  # one entry per head node (a few per layer)
+        key = tuple(ms)
+        if key in first:
+            a.append(first[key])
+            b.append(h)
+        else:
+            first[key] = h
+    if a:
+        rel.merge(torch.tensor(a), torch.tensor(b))
+
+
 def attention_kinds(rel: Relations) -> torch.Tensor:
     """Per neuron: 1 query, 2 key, 3 value (what the attention rules saw it as), else 0."""
     kinds = torch.zeros(rel.num_units, dtype=torch.long)
@@ -140,6 +172,7 @@ class _Emitter(SymmetryDeclarations):
         self.b = GraphBuilder(specs, arch=arch)
         join_reused(rel, specs)
         _split_attention_biases(rel)
+        _join_repeated_heads(rel)
         self.canon = _canonical(rel)
         self.placed = _Placed(specs)
 

@@ -176,7 +176,8 @@ class SymmetryDeclarations:
                     members[gi] += [(blk.src.lo + i, blk.dst.lo + i, 1) for i in range(blk.dst.size)]
                 else:
                     members[gi].append((blk.src.lo, blk.dst.lo, blk.dst.size))
-        return members
+        # a layer applied twice (its head nodes joined) lists each membership once per application
+        return {gi: sorted(set(segs)) for gi, segs in members.items()}
 
     def _heads(self, hi, classes, find, broken, segments, label, paired, outer) -> set[int]:
         """Declare whole-head and within-head permutations of head group ``hi`` where its

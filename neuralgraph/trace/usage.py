@@ -30,7 +30,7 @@ class _Index:
 
     def of(self, offsets: torch.Tensor) -> torch.Tensor:
         """The index of the parameter holding each offset."""
-        return torch.searchsorted(self.starts, offsets, right=True) - 1
+        return torch.searchsorted(self.starts, offsets.contiguous(), right=True) - 1
 
     def specs_of(self, e: Elems) -> list[int]:
         if e.spec is not None:

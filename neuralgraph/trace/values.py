@@ -48,6 +48,9 @@ class Data:
     origin: str = "const"
     buffer: str | None = None
     uniform: bool = False  # every element holds the same value (zeros, ones, full): no neuron is told apart
+    # a statistic of sets of neurons (a per-head norm's variance): it moves with the sets it
+    # summarizes (the reduction keeps permutations inside or of whole sets), so it tells none apart
+    statistic: bool = False
 
 
 Value = Units | Params | Data

@@ -315,7 +315,19 @@ def test_conv_stem_is_refused_by_name():
 
 
 def test_unsupported_classes_are_named():
+    # the hand-written layout names what it cannot place ...
     with pytest.raises(ng.UnsupportedModelError, match="ViTForMaskedImageModeling is not supported"):
-        ng.convert(transformers.ViTForMaskedImageModeling(config(encoder_stride=2)))
+        ng.convert(transformers.ViTForMaskedImageModeling(config(encoder_stride=2)), arch="vit")
     with pytest.raises(ng.UnsupportedModelError, match=r"parameter 'embeddings\.mask_token' is not part of"):
-        ng.convert(transformers.ViTModel(config(), use_mask_token=True))
+        ng.convert(transformers.ViTModel(config(), use_mask_token=True), arch="vit")
+
+
+def test_mask_token_models_are_traced_with_masked_patches():
+    # ... and by default the traced converter takes them, masking some patches so the token counts
+    for model in (transformers.ViTForMaskedImageModeling(config(encoder_stride=2)),
+                  transformers.ViTModel(config(), use_mask_token=True)):
+        model.eval()
+        graph = ng.convert(model, lpe=0)
+        assert graph.meta["converter"] == "traced"
+        assert "bool_masked_pos" in graph.meta["example_inputs"]
+        assert ng.verify(model, graph, trials=2)

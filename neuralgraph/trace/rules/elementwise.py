@@ -3,6 +3,8 @@ gate) merges a fresh projection into the sum or makes a new neuron tied to both.
 
 from __future__ import annotations
 
+import bisect
+
 import torch
 
 from ... import edge_types as et
@@ -62,7 +64,7 @@ def _unary(flow: Dataflow, op: Op) -> None:
                 shape[1 if src.ndim > 1 else 0] = -1
                 flow.attach(Params(pv.idx.reshape(shape)), v, src.shape, et.NORM)
     elif isinstance(v, Data):
-        v = Data(data_origin(flow, [src]).origin, uniform=v.uniform)
+        v = Data(data_origin(flow, [src]).origin, uniform=v.uniform, statistic=v.statistic)
     _stale_check(flow, op)
     for t in tensors_of(op.out):
         flow.set(t, v)
@@ -89,7 +91,7 @@ def _binary(flow: Dataflow, op: Op) -> None:
     vals = [flow.value(t) for t in operands]
     units = [(t, v) for t, v in zip(operands, vals) if isinstance(v, Units)]
     params = [(t, v) for t, v in zip(operands, vals) if isinstance(v, Params)]
-    data = [t for t, v in zip(operands, vals) if isinstance(v, Data) and t.numel() > 1 and not v.uniform]
+    data = [t for t, v in zip(operands, vals) if isinstance(v, Data) and t.numel() > 1 and not v.uniform and not v.statistic]
     if not units and not params:
         origin = data_origin(flow, operands)
         origin.uniform = all(v.uniform for v in vals)
@@ -136,9 +138,12 @@ def combine(flow: Dataflow, op: Op, units, ids, shape) -> Units:
     fresh = [i for i, (t, v) in enumerate(units) if is_fresh(flow, t, v)]
     if fresh:
         keep = ids[fresh[0]]
+        same_block = [i for i in fresh[1:] if _allocation(flow, ids[i]) == _allocation(flow, keep)]
         for i in fresh[1:]:  # two fresh projections summed: one neuron receives both
-            flow.rel.merge(keep, ids[i])
-        others = [i for i in range(len(ids)) if i not in fresh]
+            if i not in same_block:
+                flow.rel.merge(keep, ids[i])
+        # halves of one fused projection (Phi-3's gate_up_proj): merged, one edge would hold two values
+        others = [i for i in range(len(ids)) if i not in fresh or i in same_block]
         for i in others:
             _tie(flow, ids[i], keep, op.name)
         return Units(keep.clone(), True)
@@ -169,6 +174,13 @@ def _reordered(flow: Dataflow, a: torch.Tensor, b: torch.Tensor) -> bool:
     if not found:
         flow.rel.fix(a, "combined with a reordering of itself")
     return True
+
+
+def _allocation(flow: Dataflow, ids: torch.Tensor) -> int:
+    """Index of the allocation that created neuron ``ids.min()``."""
+    unit = int(ids.min())
+    starts = [a.start for a in flow.rel.allocations]
+    return bisect.bisect_right(starts, unit) - 1
 
 
 def _tie(flow: Dataflow, src: torch.Tensor, dst: torch.Tensor, name: str) -> None:

@@ -22,24 +22,31 @@ def _linear(flow: Dataflow, x: torch.Tensor, w: Elems, out_shape, what: str) -> 
     """``x[..., K] @ W[K, N]``: the neurons of x along K feed N new neurons."""
     u = flow.units_along(x, -1)
     src = flow.along(u.ids, -1, what)
-    _distinct_inputs(flow, src, w, what)
     n = w.shape[-1]
     dst = flow.rel.allocate(n, "hidden", what)
-    flow.rel.dense.append(DenseRelation(src, dst, w.unsqueeze(-1), et.LINEAR, flow.param_name(w.first())))
+    if src.unique().numel() != src.numel():
+        neurons, slots = _positions(flow, src, w, what)
+        # each input neuron read at several positions (Swin's patch merging, a Flatten of a conv
+        # output): one edge per (neuron, output) holding the weights of every position, as a kernel
+        offsets = w.tensor()[slots.reshape(-1)].reshape(*slots.shape, n).permute(0, 2, 1)
+        flow.rel.dense.append(DenseRelation(neurons, dst, w.materialized(offsets), et.CONV, flow.param_name(w.first())))
+    else:
+        flow.rel.dense.append(DenseRelation(src, dst, w.unsqueeze(-1), et.LINEAR, flow.param_name(w.first())))
     return Units(dst.expand(out_shape).clone(), True)
 
 
-def _distinct_inputs(flow: Dataflow, src: torch.Tensor, w: Elems, what: str) -> None:
-    """A layer whose inputs repeat a neuron (a Flatten of a conv output with spatial size > 1)
-    has a weight per (neuron, position): one edge per neuron pair cannot hold it."""
-    if src.unique().numel() != src.numel():
-        per = src.numel() // max(1, src.unique().numel())
+def _positions(flow: Dataflow, src: torch.Tensor, w: Elems, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input neurons that appear several times along the contracted axis: the neurons and, per
+    neuron, the rows of the weight that read it, in the order they appear (slot ``j`` is the
+    neuron's ``j``-th position, the same spatial offset for every neuron)."""
+    neurons, inverse, counts = src.unique(return_inverse=True, return_counts=True)
+    if not bool((counts == counts[0]).all()):
         raise TraceError(
-            f"{what} with parameter '{flow.param_name(w.first())}' reads each input neuron at {per} "
-            "positions (a Flatten of a convolution output with spatial size > 1?). A neural graph has one node per "
-            "neuron and cannot say which position each weight reads; pool to spatial size 1 before Flatten "
-            "(e.g. nn.AdaptiveAvgPool2d(1))"
+            f"{what} with parameter '{flow.param_name(w.first())}' reads some input neurons at more positions than "
+            "others: one edge per neuron pair cannot say which weight reads which position"
         )
+    order = torch.argsort(inverse, stable=True)  # rows grouped by neuron, each group in order of position
+    return neurons, order.reshape(neurons.numel(), int(counts[0]))
 
 
 def _weight_rows(flow: Dataflow, op: Op, x, w, out, bias=None) -> None:
@@ -58,6 +65,11 @@ def _weight_rows(flow: Dataflow, op: Op, x, w, out, bias=None) -> None:
         idx = vx.idx.reshape(x.shape[-2:]).transpose(-1, -2)
         res = _linear(flow, xt, idx, out.transpose(-1, -2).shape, op.name)
         res = Units(res.ids.transpose(-1, -2).clone(), True)
+    elif isinstance(vx, Params) and isinstance(vw, Params) and w.ndim == 2 and _varies_only_last(vx.idx, x):
+        # a learned input (an attention-pooling probe, a learned query) read by a weight: its rows are
+        # inputs of their own, like rows of an embedding table
+        flow.set(x, _learned_rows(flow, vx, x))
+        res = _linear(flow, x, vw.idx, out.shape, op.name)
     else:
         raise TraceError(f"{op.name}: parameters {flow.params_named(vx)} and {flow.params_named(vw)} multiplied together "
                          "(a factorized weight): a graph edge holds one parameter value")
@@ -68,6 +80,25 @@ def _weight_rows(flow: Dataflow, op: Op, x, w, out, bias=None) -> None:
         elif isinstance(vb, Units):
             res = combine(flow, op, [(bias, vb), (out, res)], [vb.ids.expand(out.shape), res.ids], out.shape)
     flow.set(out, res)
+
+
+def _varies_only_last(idx: Elems, x: torch.Tensor) -> bool:
+    """Whether the parameter elements behind ``x`` are one vector repeated along every other axis."""
+    if x.ndim == 0:
+        return False
+    offsets = idx.tensor().reshape(-1, x.shape[-1])
+    return bool((offsets == offsets[:1]).all())
+
+
+def _learned_rows(flow: Dataflow, vx: Params, x: torch.Tensor) -> Units:
+    """A parameter vector used as an activation: one fixed node for the vector, one new neuron per
+    element, an edge between them holding the element (an embedding table with a single row)."""
+    offsets = vx.idx.tensor().reshape(-1, x.shape[-1])[:1]
+    name = flow.param_name(int(offsets[0, 0]))
+    src = flow.row_group(name, 1, "position")
+    dst = flow.rel.allocate(x.shape[-1], "hidden", name)
+    flow.rel.dense.append(DenseRelation(src, dst, vx.idx.materialized(offsets.reshape(1, -1, 1)), et.POSITION_EMBEDDING, name))
+    return Units(dst.expand(x.shape).clone(), True)
 
 
 def _batched_weight(flow: Dataflow, op: Op, x, vw: Params, out) -> None:

@@ -72,8 +72,17 @@ def _reduction(flow: Dataflow, op: Op) -> None:
     kept = [d for d in range(x.ndim) if d not in dims]
     reduce_over(flow, v.ids, dims)
     if any(flow.varies(v.ids, d) for d in kept):
+        if op.name in _STATISTICS:
+            # one value per set (a per-head norm): the sets recorded above keep permutations inside
+            # a set or of whole sets, and the values move with their sets
+            set_all(flow, op.out, [Data("const", statistic=True)] * len(outs))
+            return
         flow.rel.fix(v.ids, f"reduced by {op.name} over some of its neuron axes only")
     set_all(flow, op.out, [Data("const")] * len(outs))
+
+
+_STATISTICS = ("aten.mean", "aten.sum", "aten.var", "aten.std", "aten.var_mean", "aten.std_mean", "aten.norm",
+               "aten.linalg_vector_norm", "aten.amax", "aten.logsumexp")
 
 
 @rule("aten._softmax", "aten._safe_softmax", "aten._log_softmax", "aten.softmax", "aten.log_softmax")

@@ -63,5 +63,9 @@ def set_all(flow: Dataflow, out, values) -> None:
 
 
 def data_origin(flow: Dataflow, tensors) -> Data:
-    origins = {getattr(flow.value(t), "origin", "const") for t in tensors}
-    return Data("input" if "input" in origins else "const")
+    values = [flow.value(t) for t in tensors]
+    origins = {getattr(v, "origin", "const") for v in values}
+    data = [(t, v) for t, v in zip(tensors, values) if isinstance(v, Data)]
+    statistic = any(v.statistic for _, v in data) and all(
+        v.statistic or v.uniform or not isinstance(t, torch.Tensor) or t.numel() <= 1 for t, v in data)
+    return Data("input" if "input" in origins else "const", statistic=statistic)
