@@ -310,8 +310,10 @@ def outcome(result: str) -> str:
 def summary(rows: list[dict], types: list[str]) -> str:
     good = {r["type"] for r in rows if r["result"] == "passed"}
     passed = sum(r["result"] == "passed" for r in rows)
+    bare = sorted({r["type"] for r in rows if r["result"] == "passed" and not r.get("symmetries")})
+    note = f" (passing rows without any declared symmetry, so nothing to test: {', '.join(bare)})" if bare else ""
     return (f"{len(good)} of {len(types)} types have at least one head that converts and verifies; "
-            f"{passed} rows passed of {len(rows)}")
+            f"{passed} rows passed of {len(rows)}{note}")
 
 
 def counts(rows: list[dict]) -> str:

@@ -8,6 +8,7 @@ node groups, edge blocks and symmetries (:mod:`.emit`). ``docs/converters.md`` d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -48,13 +49,31 @@ def run_rules(trace: Trace, specs) -> Dataflow:
     return flow
 
 
+@contextlib.contextmanager
+def _eager_experts(model: nn.Module):
+    """Hugging Face mixture-of-experts layers traced with their ``eager`` implementation: one
+    ``linear`` per expert on the tokens routed to it, which the rules read expert by expert,
+    instead of one ``_grouped_mm`` over all experts. The model's own choice is restored after."""
+    config = getattr(model, "config", None)
+    chosen = getattr(config, "_experts_implementation", None)
+    if chosen in (None, "eager") or not hasattr(model, "set_experts_implementation"):
+        yield
+        return
+    model.set_experts_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_experts_implementation(chosen)
+
+
 def trace_builder(model: nn.Module, inputs: tuple | Mapping, *, arch: str = "traced") -> GraphBuilder:
     """Declare ``model``'s neural graph from its forward on ``inputs`` (see the module docstring)."""
     specs = param_specs(model)
     was_training = model.training
     model.eval()
     try:
-        trace = record(model, inputs)
+        with _eager_experts(model):
+            trace = record(model, inputs)
     finally:
         model.train(was_training)
     flow = run_rules(trace, specs)

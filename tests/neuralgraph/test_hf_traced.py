@@ -29,6 +29,11 @@ CONFIGS = {
     "albert": dict(TEXT, embedding_size=12),
     # relative position bias: the head permutation the trace cannot tie to the bias table is dropped
     "mpnet": dict(TEXT),
+    # mixture of experts, traced with the eager experts (one linear per expert on its tokens)
+    "mixtral": dict(TEXT, num_key_value_heads=1, num_local_experts=3, num_experts_per_tok=2),
+    # a shared expert behind a one-neuron sigmoid gate
+    "qwen2_moe": dict(TEXT, num_key_value_heads=3, num_experts=3, num_experts_per_tok=2, moe_intermediate_size=16,
+                      shared_expert_intermediate_size=24, decoder_sparse_step=1),
     # a learned mask token, reached through bool_masked_pos
     "dinov2": dict(VISION, mlp_ratio=2),
     # Swin's patch merging reads each neuron at 4 positions: kernel-like edges
@@ -127,3 +132,12 @@ def test_selective_scan_families_are_refused_by_name():
     model = transformers.AutoModel.from_config(config).eval()
     with pytest.raises(ng.UnsupportedModelError, match="selective scan"):
         ng.convert(model)
+
+
+def test_expert_units_permute_inside_each_expert_and_the_model_keeps_its_experts_implementation():
+    model = tiny("mixtral")
+    chosen = model.config._experts_implementation
+    graph = ng.convert(model, lpe=0)
+    assert model.config._experts_implementation == chosen
+    experts = [s for s in graph.symmetries if type(s).__name__ == "Permutable" and "experts" in s.groups[0]]
+    assert len(experts) == 3 * 2  # every expert of both layers

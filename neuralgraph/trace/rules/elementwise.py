@@ -133,6 +133,21 @@ def _binary(flow: Dataflow, op: Op) -> None:
 
 def combine(flow: Dataflow, op: Op, units, ids, shape) -> Units:
     """Two or more different neurons combined elementwise (a residual sum, a gate)."""
+    single = [i for i, x in enumerate(ids) if x.numel() > 1 and bool((x == x.reshape(-1)[0]).all())]
+    if single and len(single) < len(ids):
+        # one neuron broadcast over many (Qwen2-MoE's sigmoid gate on its shared expert): it scales
+        # them all alike and tells none apart; an auxiliary edge reaches each, nothing is merged
+        rest = [i for i in range(len(ids)) if i not in single]
+        if len(rest) == 1:
+            t, v = units[rest[0]]
+            out = Units(ids[rest[0]].clone(), is_fresh(flow, t, v))
+        else:
+            out = combine(flow, op, [units[i] for i in rest], [ids[i] for i in rest], shape)
+        targets = out.ids.unique()
+        for i in single:
+            source = ids[i].reshape(-1)[:1].expand(targets.numel())
+            flow.rel.paired.append(PairedRelation(source, targets, None, et.RESIDUAL, f"{op.name} (one neuron to many)", ties=False))
+        return out
     if len(ids) == 2 and _reordered(flow, ids[0], ids[1]):
         return Units(ids[0].clone(), False)
     fresh = [i for i, (t, v) in enumerate(units) if is_fresh(flow, t, v)]
@@ -186,3 +201,31 @@ def _allocation(flow: Dataflow, ids: torch.Tensor) -> int:
 def _tie(flow: Dataflow, src: torch.Tensor, dst: torch.Tensor, name: str) -> None:
     pairs = unique_pairs(src, dst)
     flow.rel.paired.append(PairedRelation(pairs[:, 0], pairs[:, 1], None, et.RESIDUAL, name))
+
+
+@rule("aten.index_add", "aten.index_add_")
+def _index_add(flow: Dataflow, op: Op) -> None:
+    """``base.index_add_(dim, index, source)`` along a data axis (tokens routed to an expert, added
+    back into the output): each row is an elementwise sum of ``base`` and ``source`` neurons."""
+    base, dim, _index, source = op.args[:4]
+    out = tensors_of(op.out)[0]
+    dim = dim % base.ndim
+    pairs = [(base, flow.value(base)), (source, flow.value(source))]
+    if any(isinstance(v, Params) for _, v in pairs):
+        flow.opaque(op, "adds parameters by index")
+        return
+    if any(isinstance(v, Units) and flow.varies(v.ids, dim) for _, v in pairs):
+        flow.opaque(op, "adds along a neuron axis")
+        return
+    units = [(t, v) for t, v in pairs if isinstance(v, Units)]
+    _stale_check(flow, op)
+    if not units:
+        flow.set(out, data_origin(flow, [base, source]))
+        return
+    shape = tuple(out.shape)
+    ids = [v.ids.narrow(dim, 0, 1).expand(shape) for _, v in units]
+    if len(units) == 1 or torch.equal(ids[0], ids[1]):
+        t, v = units[0]
+        flow.set(out, Units(ids[0].clone(), is_fresh(flow, t, v)))
+        return
+    flow.set(out, combine(flow, op, units, ids, shape))
