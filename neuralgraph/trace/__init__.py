@@ -30,12 +30,16 @@ __all__ = ["trace_builder", "TraceError", "RULES", "rule", "record", "Trace"]
 log = logging.getLogger(__name__)
 
 
+_WINDOWS = ("aten.slice", "aten.select", "aten.narrow", "aten.view", "aten.as_strided", "aten.alias")
+
+
 def run_rules(trace: Trace, specs) -> Dataflow:
     """Every recorded op through its rule; the model's outputs become fixed output neurons."""
     flow = Dataflow(trace, specs)
     for op in trace.ops:
         for t in op.args:
-            if isinstance(t, torch.Tensor) and id(t) in flow.stale:
+            if isinstance(t, torch.Tensor) and id(t) in flow.stale and not (
+                    id(t) in flow.partial and op.name in _WINDOWS):  # a base being filled: windows to write into
                 raise TraceError(
                     f"{op.name} reads a tensor after a view of it was changed in place; the traced converter cannot "
                     "follow in-place writes into views (write the forward without them)"

@@ -55,6 +55,7 @@ class Dataflow:
         self._row_groups: dict[tuple[str, int], torch.Tensor] = {}
         self.op_name = ""
         self.stale: set[int] = set()  # bases of views changed in place
+        self.partial: dict[int, torch.Tensor] = {}  # bases being filled slice by slice: neuron ids, -1 unwritten
         self.kv_head: dict[int, int] = {}  # query head node -> its key/value head node
 
     # ------------------------------------------------------------------ values

@@ -141,3 +141,37 @@ def test_expert_units_permute_inside_each_expert_and_the_model_keeps_its_experts
     assert model.config._experts_implementation == chosen
     experts = [s for s in graph.symmetries if type(s).__name__ == "Permutable" and "experts" in s.groups[0]]
     assert len(experts) == 3 * 2  # every expert of both layers
+
+
+class SliceAssembled(nn.Module):
+    """Keys assembled in slices of an empty tensor, as DeepSeek-V3 does."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(4, 3), nn.Linear(4, 2), nn.Linear(5, 2)
+
+    def forward(self, x):
+        y = x.new_empty(*x.shape[:-1], 5)
+        y[..., :3].copy_(torch.relu(self.a(x)))
+        y[..., 3:].copy_(torch.tanh(self.b(x)))
+        return self.out(y)
+
+
+def test_a_tensor_filled_slice_by_slice_is_followed():
+    torch.manual_seed(0)
+    model = SliceAssembled()
+    graph = ng.convert(model, example_inputs=torch.randn(3, 4), lpe=0)
+    assert graph.meta["converter"] == "traced"
+    assert {s.groups[0] for s in graph.symmetries} == {"a", "b"}  # both hidden layers still permute
+    assert ng.verify(model, graph)
+
+
+def test_reading_a_half_filled_tensor_is_refused():
+    class Half(SliceAssembled):
+        def forward(self, x):
+            y = x.new_empty(*x.shape[:-1], 5)
+            y[..., :3].copy_(self.a(x))
+            return self.out(y * 1.0)
+
+    with pytest.raises(ng.UnsupportedModelError, match="changed in place"):
+        ng.convert(Half(), example_inputs=torch.randn(3, 4), arch="traced")

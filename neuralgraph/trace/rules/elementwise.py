@@ -80,8 +80,45 @@ def pin_by_data(flow: Dataflow, ids: torch.Tensor, data: torch.Tensor) -> None:
             flow.rel.label(ids, coords)
 
 
+def _copy_into_view(flow: Dataflow, op: Op) -> bool:
+    """``view.copy_(src)`` where ``view`` is a window of a contiguous base (DeepSeek-V3 assembles its
+    keys in slices of an empty tensor): the base's neurons at those places become ``src``'s. Until
+    every place of a base built this way is written, reading the base is an error. False where this
+    is not such a copy (the caller falls back to marking the base stale)."""
+    dst, src = op.args[0], op.args[1]
+    base = dst._base
+    if base is None or not base.is_contiguous() or not isinstance(src, torch.Tensor):
+        return False
+    vs, vb = flow.value(src), flow.value(base)
+    if not isinstance(vs, Units):
+        return False
+    partial = flow.partial.get(id(base))
+    if partial is not None:
+        ids = partial
+    elif isinstance(vb, Units):
+        ids = vb.ids.reshape(-1).clone()
+    elif isinstance(vb, Data) and id(base) not in flow.stale:
+        ids = torch.full((base.numel(),), -1, dtype=torch.long)  # nothing written yet
+    else:
+        return False
+    places = torch.as_strided(torch.arange(base.numel()), tuple(dst.shape), tuple(dst.stride()),
+                              dst.storage_offset() - base.storage_offset())
+    ids[places.reshape(-1)] = vs.ids.expand(dst.shape).reshape(-1)
+    flow.set(dst, Units(vs.ids.expand(dst.shape).clone(), False))
+    if bool((ids >= 0).all()):
+        flow.partial.pop(id(base), None)
+        flow.stale.discard(id(base))
+        flow.set(base, Units(ids.reshape(base.shape), False))
+    else:
+        flow.partial[id(base)] = ids
+        flow.stale.add(id(base))
+    return True
+
+
 @rule(*BINARY)
 def _binary(flow: Dataflow, op: Op) -> None:
+    if op.name == "aten.copy_" and op.args[0]._base is not None and _copy_into_view(flow, op):
+        return
     _stale_check(flow, op)
     operands = [a for a in (*op.args, *op.kwargs.values()) if isinstance(a, torch.Tensor)]
     if op.name == "aten.copy_":  # dst.copy_(src): dst now holds src
