@@ -313,13 +313,16 @@ def verify(
     when there are more symmetries or ways to break them, so each is tried once). Good
     permutations must keep outputs within ``rtol`` (default 1e-6, or the converter's
     ``verify_rtol``); bad ones must move them by more than
-    ``change_tol`` and 10x the worst good deviation (relative to the largest output).
+    ``change_tol`` and 10x the worst good deviation (relative to the largest output) — at the
+    verifier's parameter draw or, where that draw leaves them still (attention saturated so that
+    every head attends alike), at a second draw with zero-mean weights.
 
     ``exhaustive`` (default: for graphs of at most :data:`EXHAUSTIVE_EDGES` edges) tries every
     declared symmetry alone and every way of breaking one. Otherwise, where one check of a large
     model takes seconds, ``trials`` good permutations are tried (all symmetries together, then single
     symmetries drawn at random) and ``trials`` bad ones (drawn round-robin over the symmetries); the
-    report notes how many were left untried. Raises ``ValueError`` for models without real weights
+    report notes how many were left untried, and the graph fingerprints use two Weisfeiler-Lehman
+    rounds instead of four (each round is a pass over every edge). Raises ``ValueError`` for models without real weights
     (``meta`` device) or ``trials`` below 1.
     """
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
