@@ -120,6 +120,12 @@ def _from_config(model: nn.Module, generator: torch.Generator) -> dict:
         patches = (size // patch) ** 2 if size and patch else 0
         if patches:
             inputs["bool_masked_pos"] = torch.rand(batch, patches, generator=generator) < 0.5
+    if "input_values" in inputs and _names(model, "mask_time_indices") and _has_param(model, "masked_spec_embed"):
+        # speech models replace masked time steps by a learned vector: mask some
+        lengths = getattr(model, "_get_feat_extract_output_lengths", None)
+        frames = int(lengths(torch.tensor(inputs["input_values"].shape[-1]))) if callable(lengths) else 0
+        if frames:
+            inputs["mask_time_indices"] = torch.rand(batch, frames, generator=generator) < 0.5
     if _accepts(model, "use_cache"):
         inputs["use_cache"] = False
     return inputs

@@ -34,6 +34,11 @@ CONFIGS = {
     # a shared expert behind a one-neuron sigmoid gate
     "qwen2_moe": dict(TEXT, num_key_value_heads=3, num_experts=3, num_experts_per_tok=2, moe_intermediate_size=16,
                       shared_expert_intermediate_size=24, decoder_sparse_step=1),
+    # a weight-normed positional convolution (gains per kernel position) and a learned vector for
+    # masked time steps, reached through mask_time_indices
+    "wav2vec2": dict(hidden_size=24, intermediate_size=40, num_hidden_layers=1, num_attention_heads=3,
+                     conv_dim=[8, 8], conv_stride=[4, 2], conv_kernel=[8, 3], num_conv_pos_embeddings=8,
+                     num_conv_pos_embedding_groups=3, vocab_size=20),
     # a learned mask token, reached through bool_masked_pos
     "dinov2": dict(VISION, mlp_ratio=2),
     # Swin's patch merging reads each neuron at 4 positions: kernel-like edges
@@ -175,3 +180,9 @@ def test_reading_a_half_filled_tensor_is_refused():
 
     with pytest.raises(ng.UnsupportedModelError, match="changed in place"):
         ng.convert(Half(), example_inputs=torch.randn(3, 4), arch="traced")
+
+
+def test_weight_norm_per_output_neuron_is_refused_with_the_way_out():
+    model = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(3, 4)), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ng.UnsupportedModelError, match="remove_parametrizations"):
+        ng.convert(model, example_inputs=torch.randn(2, 3), arch="traced")

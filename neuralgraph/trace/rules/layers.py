@@ -267,3 +267,53 @@ def _channel_norm(flow: Dataflow, op: Op) -> None:
     flow.set(outs[0], Units(u.ids, u.fresh and flow.uses[id(x)] == 1))
     for t in outs[1:]:
         flow.set(t, Data("const"))
+
+
+@rule("aten._weight_norm_interface")
+def _weight_norm(flow: Dataflow, op: Op) -> None:
+    """``w = g * v / ||v||`` (``torch.nn.utils.parametrizations.weight_norm``) with the norm taken
+    per kernel position (``dim`` >= 2, wav2vec2's positional convolution): the layer's edges hold
+    ``v``, and each gain ``g[k]`` — shared by every edge at kernel position ``k`` — sits on a fixed
+    node of its own. Neuron permutations keep every ``||v[:, :, k]||``. A gain per output neuron
+    (``dim=0``, the default) is not placed yet."""
+    v, g = op.args[:2]
+    dim = op.args[2] if len(op.args) > 2 else op.kwargs.get("dim", 0)
+    vv, vg = flow.value(v), flow.value(g)
+    if not isinstance(vv, Params) or not isinstance(vg, Params):
+        flow.opaque(op, "a weight norm of computed tensors")
+        return
+    dim %= v.ndim
+    if dim < 2:
+        raise TraceError(
+            f"parameter {flow.params_named(vg)} is a weight-norm gain per {'output' if dim == 0 else 'input'} neuron "
+            f"of {flow.params_named(vv)} (weight_norm(dim={dim})): the traced converter places gains per kernel position "
+            "only; remove the parametrization (torch.nn.utils.parametrize.remove_parametrizations) to convert the weight"
+        )
+    offsets = vg.idx.tensor().reshape(-1)
+    name = flow.param_name(int(offsets[0]))
+    gains = flow.rel.allocate(offsets.numel(), "coordinate", f"{name}:elements")
+    flow.rel.fix(gains, f"gains of '{name}' per kernel position")
+    flow.rel.dense.append(DenseRelation(flow.bias_node(name), gains, vg.idx.materialized(offsets.reshape(1, -1, 1)), et.NORM, name))
+    weight, norms = tensors_of(op.out)[:2]
+    flow.set(weight, Params(vv.idx))
+    flow.set(norms, Data("const"))
+
+
+@rule("aten.index_put", "aten.index_put_")
+def _index_put(flow: Dataflow, op: Op) -> None:
+    """``x[mask] = p`` with a boolean mask over data axes (wav2vec2's masked time steps take a learned
+    vector): the vector is added to the neurons it replaces, as a bias is; other forms are opaque."""
+    x, indices, values = op.args[:3]
+    vx, vv = flow.value(x), flow.value(values)
+    index_tensors = [t for t in indices if isinstance(t, torch.Tensor)]
+    out = tensors_of(op.out)[0]
+    if (isinstance(vx, Units) and isinstance(vv, Params) and len(index_tensors) == 1
+            and all(isinstance(flow.value(t), Data) for t in index_tensors)
+            and index_tensors[0].dtype == torch.bool and index_tensors[0].ndim == x.ndim - 1
+            and not any(flow.varies(vx.ids, d) for d in range(x.ndim - 1)) and values.ndim == 1):
+        flow.attach(Params(vv.idx.reshape([1] * (x.ndim - 1) + [-1])), vx, tuple(x.shape), et.BIAS)
+        flow.set(out, Units(vx.ids.clone(), False))
+        if out is not x:
+            flow.set(x, Units(vx.ids.clone(), False))
+        return
+    flow.opaque(op, "writes by index")
