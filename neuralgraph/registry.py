@@ -221,7 +221,7 @@ def _hand_written_or_traced(converter: Converter, source: ModelSource, *, naive:
 
     try:
         return converter.build(source, naive=naive, lpe=lpe)
-    except UnsupportedModelError as hand_err:
+    except NeuralGraphError as hand_err:  # unsupported, or parameters named otherwise (a head's own prefix)
         log.info("'%s' does not place %s (%s); tracing it", converter.name, type(source.module).__name__, hand_err)
         try:
             graph = get_converter("traced").build(source, naive=naive, lpe=lpe)

@@ -186,3 +186,13 @@ def test_weight_norm_per_output_neuron_is_refused_with_the_way_out():
     model = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(3, 4)), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(ng.UnsupportedModelError, match="remove_parametrizations"):
         ng.convert(model, example_inputs=torch.randn(2, 3), arch="traced")
+
+
+def test_head_whose_base_model_is_named_otherwise_is_traced():
+    # LlamaForQuestionAnswering keeps its Llama under `transformer.`: the hand-written layout cannot
+    # find its parameters, and the traced converter takes over
+    config = transformers.LlamaConfig(**dict(TEXT, num_key_value_heads=1))
+    model = transformers.LlamaForQuestionAnswering(config).eval()
+    graph = ng.convert(model, lpe=0)
+    assert graph.meta["converter"] == "traced"
+    assert ng.verify(model, graph, trials=2)
