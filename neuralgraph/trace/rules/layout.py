@@ -91,6 +91,9 @@ def _substitute(op: Op, sub: dict[int, torch.Tensor]) -> tuple[tuple, dict]:
 def _cat(flow: Dataflow, op: Op) -> None:
     parts = list(op.args[0])
     dim = op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", 0)
+    if op.name in ("aten.cat", "aten.concat", "aten.concatenate") and len(parts) > 1:
+        # empty parts (an empty cache before the first step) add nothing
+        parts = [t for t in parts if t.numel() > 0] or parts[:1]
     vals = [flow.value(t) for t in parts]
     if all(isinstance(v, Data) for v in vals):
         flow.set(op.out, data_origin(flow, parts))
