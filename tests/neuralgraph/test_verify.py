@@ -6,6 +6,7 @@ import neuralgraph as ng
 from neuralgraph.examples import mlp
 from neuralgraph.isomorphism import wl_fingerprint
 from neuralgraph.permute import is_automorphism, node_permutation, permute_params
+from neuralgraph.verify import FLOAT32_RTOL
 
 
 def _fingerprint(g, theta):
@@ -192,3 +193,20 @@ def test_large_graph_sampling_tries_trials_of_each_kind_and_says_what_it_left(mo
 def test_trials_must_be_a_positive_integer(trials):
     with pytest.raises(ValueError, match="trials must be a positive integer"):
         ng.verify(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)), trials=trials)
+
+
+def test_a_model_that_cannot_run_in_float64_is_checked_in_float32():
+    class Floor(nn.Module):  # a float32 constant in the forward, as XGLM's attention mask floor
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return self.b(torch.maximum(h, torch.full((), torch.finfo(h.dtype).min)))
+
+    model = Floor()
+    report = ng.verify(model, ng.convert(model, example_inputs=torch.randn(4, 3)))
+    assert report, report
+    assert report.rtol == FLOAT32_RTOL
+    assert any("float32" in n for n in report.notes)
