@@ -298,6 +298,18 @@ def _round_trip(graph: NeuralGraph, theta: torch.Tensor) -> bool:
     return torch.equal(out, theta)
 
 
+def _head_pattern_effect(graph: NeuralGraph, sym, sensitivity) -> float | None:
+    """For a symmetry inside heads: the largest output change when one block that forms the heads'
+    attention patterns (parameter blocks into the other member groups of its head symmetry, the
+    query-key units) is replaced by noise; None where the symmetry is not inside heads."""
+    own = set(sym.groups)
+    others = {m for h in graph.symmetries if hasattr(h, "members") and own & set(h.members) for m in h.members} - own
+    blocks = [b for b in graph.blocks if b.view is not None and b.dst.group in others]
+    if not blocks:
+        return None
+    return max(sensitivity((b.name, "dst")) for b in blocks)
+
+
 def _round_robin(candidates: list, generator: torch.Generator) -> list:
     """``candidates`` (``(kind, symmetry, side)``) reordered so that every symmetry comes once before
     any comes twice, symmetries and each one's candidates in random order."""
@@ -555,6 +567,16 @@ def verify(
             if again > threshold:
                 ok, deviation = True, again
                 detail = "(the outputs changed at a second, zero-mean draw of the weights; not at the first)"
+        if not ok and kind == "cross-segment" and same is False and not math.isnan(deviation):
+            effect = _head_pattern_effect(graph, sym, sensitivity)
+            if effect is not None and effect <= INERT_FACTOR * threshold:
+                detail = (
+                    f"(the heads' attention patterns have almost no effect on the outputs for these parameters and "
+                    f"inputs — every head attends alike, as when deep random layers make all tokens the same: replacing "
+                    f"the weights that form them by noise moved the outputs by only {effect:.1e}; the graph changed as "
+                    "it should)")
+                report.checks.append(Check("inert", what, tuple(sym.groups), True, deviation, same, detail))
+                continue
         if not ok and same is None and kind == "cross-segment":
             # the blocks address the segments separately (a grouped convolution): the permutation cannot
             # even be laid onto the parameters, so the graph itself rules it out; nothing to run
