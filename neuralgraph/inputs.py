@@ -110,6 +110,14 @@ def _from_config(model: nn.Module, generator: torch.Generator) -> dict:
     else:
         vocab = _config_int(text, "vocab_size", default=10)
         inputs[main] = torch.randint(min(vocab, 1000), (batch, seq), generator=generator)
+    eos = getattr(text, "eos_token_id", None)
+    if isinstance(eos, int) and isinstance(inputs.get("input_ids"), torch.Tensor) and getattr(config, "is_encoder_decoder", False):
+        # one end-of-sequence token per sequence, at its end (sequence-classification heads of
+        # encoder-decoders read the state there and need the same count in every row)
+        ids = inputs["input_ids"]
+        vocab = _config_int(text, "vocab_size", default=10) or 10
+        ids[ids == eos] = (eos + 1) % min(vocab, 1000)
+        ids[:, -1] = eos
     if getattr(config, "is_encoder_decoder", False) and _accepts(model, "decoder_input_ids"):
         vocab = _config_int(_text_config(config), "vocab_size", default=10)
         inputs["decoder_input_ids"] = torch.randint(min(vocab, 1000), (batch, seq), generator=generator)

@@ -196,3 +196,16 @@ def test_head_whose_base_model_is_named_otherwise_is_traced():
     graph = ng.convert(model, lpe=0)
     assert graph.meta["converter"] == "traced"
     assert ng.verify(model, graph, trials=2)
+
+
+def test_encoder_decoder_inputs_end_each_sequence_with_one_eos():
+    from neuralgraph.inputs import example_inputs_for
+
+    config = transformers.BartConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                     decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, vocab_size=5,
+                                     max_position_embeddings=16, eos_token_id=2, pad_token_id=1, bos_token_id=0)
+    model = transformers.BartForSequenceClassification(config).eval()
+    ids = example_inputs_for(model)["input_ids"]
+    assert bool((ids[:, -1] == 2).all()) and bool(((ids == 2).sum(1) == 1).all())
+    graph = ng.convert(model, lpe=0)  # the head reads the state at <eos>: it runs and converts
+    assert ng.verify(model, graph, trials=2)
