@@ -20,6 +20,7 @@ runs in its own subprocess, so a crash or a hang costs only that row.
     python benchmarks/hf_coverage.py --only olmoe,hubert --heads base   # types beyond the 56 (generic overrides)
     python benchmarks/hf_coverage.py --quick           # gpt2, llama, bert, vit, t5, resnet base models, for CI
     python benchmarks/hf_coverage.py --arch traced     # force one converter (not written without --write)
+    python benchmarks/hf_coverage.py --only t5,bart --update   # rerun some types, replace their rows in the table
 """
 
 from __future__ import annotations
@@ -369,6 +370,8 @@ def main() -> None:
     parser.add_argument("--heads", choices=["base", "all"], default="all", help="base model only, or every head")
     parser.add_argument("--only", default="", help="comma-separated model types (e.g. gpt2,t5)")
     parser.add_argument("--quick", action="store_true", help=f"base models of {', '.join(QUICK)} (for CI)")
+    parser.add_argument("--update", action="store_true", help="rerun the --only types (all heads) and replace "
+                        "their rows in the written docs/results/hf_coverage.{md,json}")
     parser.add_argument("--write", action="store_true", help="write docs/results/hf_coverage.{md,json} "
                         "even for a partial run (--only, --quick, --heads base, --arch)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per row (default 120)")
@@ -406,9 +409,22 @@ def main() -> None:
     rows = [r for r in results if r is not None]
 
     command = "python benchmarks/hf_coverage.py " + " ".join(sys.argv[1:])
+    if args.update:  # these types' rows replace theirs in the written table; the rest stay as measured
+        old = json.loads((RESULTS / "hf_coverage.json").read_text())
+        fresh = {r["type"] for r in rows}
+        by_type: dict[str, list[dict]] = {}
+        for r in old:
+            by_type.setdefault(r["type"], []).append(r)
+        for r in rows:
+            by_type.setdefault(r["type"], [])
+        for t in fresh:
+            by_type[t] = [r for r in rows if r["type"] == t]
+        rows = [r for t in by_type for r in by_type[t]]
+        types = list(by_type)
+        command = f"python benchmarks/hf_coverage.py --jobs 2 --timeout 300`, then `{command.strip()}"
     text = markdown(rows, types, command.strip())
     print(text)
-    partial = args.quick or args.only or heads != "all" or args.arch
+    partial = (args.quick or args.only or heads != "all" or args.arch) and not args.update
     if args.write or not partial:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "hf_coverage.md").write_text(text)

@@ -299,15 +299,20 @@ def _round_trip(graph: NeuralGraph, theta: torch.Tensor) -> bool:
 
 
 def _head_pattern_effect(graph: NeuralGraph, sym, sensitivity) -> float | None:
-    """For a symmetry inside heads: the largest output change when one block that forms the heads'
-    attention patterns (parameter blocks into the other member groups of its head symmetry, the
-    query-key units) is replaced by noise; None where the symmetry is not inside heads."""
+    """How much the outputs depend on what tells the segments of ``sym`` apart: the largest output
+    change when one block forming the heads' attention patterns (parameter blocks into the other
+    member groups of its head symmetry) is replaced by noise — or, if smaller, when one block into
+    the symmetry's own groups is (a pooling head whose result the task head never reads). None
+    where neither kind of block exists."""
     own = set(sym.groups)
     others = {m for h in graph.symmetries if hasattr(h, "members") and own & set(h.members) for m in h.members} - own
-    blocks = [b for b in graph.blocks if b.view is not None and b.dst.group in others]
-    if not blocks:
-        return None
-    return max(sensitivity((b.name, "dst")) for b in blocks)
+
+    def worst(groups) -> float | None:
+        blocks = [b for b in graph.blocks if b.view is not None and b.dst.group in groups]
+        return max(sensitivity((b.name, "dst")) for b in blocks) if blocks else None
+
+    effects = [e for e in (worst(others), worst(own)) if e is not None]
+    return min(effects) if effects else None
 
 
 def _round_robin(candidates: list, generator: torch.Generator) -> list:
@@ -571,10 +576,10 @@ def verify(
             effect = _head_pattern_effect(graph, sym, sensitivity)
             if effect is not None and effect <= INERT_FACTOR * threshold:
                 detail = (
-                    f"(the heads' attention patterns have almost no effect on the outputs for these parameters and "
-                    f"inputs — every head attends alike, as when deep random layers make all tokens the same: replacing "
-                    f"the weights that form them by noise moved the outputs by only {effect:.1e}; the graph changed as "
-                    "it should)")
+                    f"(what tells these segments apart has almost no effect on the outputs for these parameters and "
+                    f"inputs — every head attends alike, as when deep random layers make all tokens the same, or the "
+                    f"layer's result is not read: replacing its weights by noise moved the outputs by only {effect:.1e}; "
+                    "the graph changed as it should)")
                 report.checks.append(Check("inert", what, tuple(sym.groups), True, deviation, same, detail))
                 continue
         if not ok and same is None and kind == "cross-segment":
