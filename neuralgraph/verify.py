@@ -31,7 +31,6 @@ The report is truthy exactly when every check passed.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Mapping
@@ -44,9 +43,10 @@ from torch import nn
 from .errors import ParameterMismatchError
 from .graph import NeuralGraph
 from .isomorphism import graph_fingerprint
-from .params import flatten_params, load_params, param_specs
-from .permute import is_automorphism, permute_buffers, permute_params
+from .params import param_specs
+from .permute import is_automorphism, permute_params
 from .symmetry import compose
+from .verify_model import FLOAT32_RTOL, model_outputs, working_copy  # model_outputs: re-exported
 
 __all__ = ["verify", "VerificationReport", "Check", "model_outputs"]
 
@@ -159,94 +159,6 @@ class VerificationReport:
                 f"{c.deviation:.2e}{iso}) {c.detail}".rstrip()
             )
         return "\n".join(lines)
-
-
-def _floats(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out.reshape(-1)] if out.is_floating_point() else []
-    if isinstance(out, Mapping):
-        return [t for v in out.values() for t in _floats(v)]
-    if isinstance(out, (tuple, list)):
-        return [t for v in out for t in _floats(v)]
-    if hasattr(out, "to_tuple"):
-        return _floats(out.to_tuple())
-    return []
-
-
-def model_outputs(model: nn.Module, inputs: tuple | dict) -> torch.Tensor:
-    """All floating-point outputs of ``model(*inputs)`` (or ``model(**inputs)``), flattened into one
-    vector (tensors, nested tuples / dicts and Hugging Face output objects), without grad."""
-    with torch.no_grad():
-        out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
-    flat = _floats(out)
-    if not flat:
-        raise ValueError(f"{type(model).__name__} returned no floating-point tensor to compare")
-    return torch.cat(flat)
-
-
-def _redraw(model: nn.Module, graph: NeuralGraph, generator: torch.Generator) -> None:
-    """Fresh random parameters: weights ~ N(0.5, 1) / sqrt(fan_in), 1-D parameters ~ U(0.5, 1.5),
-    running means ~ U(-0.5, 0.5) and running variances ~ U(0.5, 1.5).
-
-    The verifier tests structure, not trained values. Positive means keep ReLU units active on
-    the inputs tried (a unit that is never active hides any permutation of it, e.g. after global
-    pooling, where inputs barely vary); the noise keeps every unit different from the others.
-    """
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            if p.ndim >= 2:
-                fan_in = max(1, p.numel() // max(1, p.shape[0]))
-                p.copy_((torch.randn(p.shape, generator=generator, dtype=p.dtype) + 0.5) * fan_in**-0.5)
-            else:
-                p.copy_(torch.rand(p.shape, generator=generator, dtype=p.dtype) + 0.5)
-        # per-unit statistics: the graph's declared unit buffers and any BatchNorm-style ones
-        declared = {ub.name for ub in graph.buffers}
-        for name, buf in model.named_buffers():
-            if buf.is_floating_point() and (name in declared or name.endswith(("running_mean", "running_var"))):
-                noise = torch.rand(buf.shape, generator=generator, dtype=buf.dtype)
-                buf.copy_(noise + 0.5 if name.endswith("var") else noise - 0.5)
-
-
-#: Tolerance of good permutations when a model can only be checked in float32.
-FLOAT32_RTOL = 1e-4
-
-
-def _working_copy(model: nn.Module, graph: NeuralGraph, inputs: Any, seed: int, dtype: torch.dtype):
-    """A copy of ``model`` in ``dtype`` with the verifier's parameters, its flat parameters, the
-    inputs and the reference outputs (the generator continues from there)."""
-    generator = torch.Generator().manual_seed(seed)
-    work = copy.deepcopy(model).to(dtype).eval()
-    if getattr(getattr(work, "config", None), "_experts_implementation", None) not in (None, "eager") and hasattr(
-            work, "set_experts_implementation"):
-        work.set_experts_implementation("eager")  # grouped expert matmuls have no float64 kernel
-    _redraw(work, graph, generator)
-    theta = flatten_params(work)
-    x = _inputs_for(work, graph, inputs, generator, dtype)
-    return generator, work, theta, x, model_outputs(work, x)
-
-
-def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: torch.Generator,
-                dtype: torch.dtype = torch.float64) -> tuple | dict:
-    if inputs is None:
-        from .registry import get_converter
-
-        try:
-            converter = get_converter(graph.arch)
-        except Exception:
-            converter = None
-        if converter is None or converter.example_inputs is None:
-            raise ValueError(f"no example inputs are known for '{graph.arch}' graphs: pass inputs= to verify")
-        inputs = converter.example_inputs(model, graph, generator, 32)
-        return inputs if isinstance(inputs, dict) else tuple(inputs)
-
-    def cast(x):
-        return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-
-    if isinstance(inputs, dict):
-        return {k: cast(v) for k, v in inputs.items()}
-    if not isinstance(inputs, tuple):
-        inputs = (inputs,)
-    return tuple(cast(x) for x in inputs)
 
 
 def _part_name(graph: NeuralGraph, side) -> str:
@@ -383,36 +295,27 @@ def verify(
             rtol = 1e-6
     dtype, note = torch.float64, None
     try:
-        generator, work, theta, x, reference = _working_copy(model, graph, inputs, seed, dtype)
+        generator, runner, theta, reference = working_copy(model, graph, inputs, seed, dtype)
     except RuntimeError as err:  # a forward with float32 constants in its code (XGLM's attention mask floor)
         dtype, rtol = torch.float32, max(rtol, FLOAT32_RTOL)
         note = (f"the model does not run in float64 ({type(err).__name__}: {str(err)[:120]}); checked in float32 "
                 f"with tolerance {rtol:.0e}")
-        generator, work, theta, x, reference = _working_copy(model, graph, inputs, seed, dtype)
+        generator, runner, theta, reference = working_copy(model, graph, inputs, seed, dtype)
     report = VerificationReport(graph.arch, graph.num_params, rtol)
     if note:
         report.notes.append(note)
 
     report.checks.append(Check("round-trip", "params -> edge features -> params", (), _round_trip(graph, theta)))
-    scale = float(reference.abs().max()) + 1e-12
     if exhaustive is None:
         exhaustive = graph.num_edges <= EXHAUSTIVE_EDGES
     # on graphs too large to try everything, two WL rounds (each costs a pass over every edge)
     rounds = 4 if exhaustive else 2
     fingerprint = graph_fingerprint(graph, theta, iterations=rounds)
-
-    moved = work  # reused (theta keeps its parameters): parameters and unit buffers are reset on every call
-    original_buffers = {name: buf.clone() for name, buf in work.named_buffers()}
+    scale = float(reference.abs().max()) + 1e-12
 
     def deviation_with(vector: torch.Tensor, perms=None) -> float:
         """Relative output change of the model with parameters ``vector`` (unit buffers moved by ``perms``)."""
-        load_params(moved, vector)
-        with torch.no_grad():
-            for name, buf in moved.named_buffers():
-                buf.copy_(original_buffers[name])
-        if perms:
-            permute_buffers(graph, moved, perms)
-        return float((model_outputs(moved, x) - reference).abs().max()) / scale
+        return float((runner.outputs(vector, perms) - reference).abs().max()) / scale
 
     def outcome(perms, skip=()) -> tuple[float, bool]:
         vector = permute_params(graph, theta, perms, skip=skip)
@@ -429,27 +332,11 @@ def verify(
         that every head attends alike, and then moving a neuron between heads changes nothing. A
         permutation is no symmetry if the outputs change at any draw."""
         if not second:
-            other = torch.Generator().manual_seed(seed + 2)
-            vector = theta.clone()
-            for spec in graph.params:
-                if len(spec.shape) >= 2:
-                    fan_in = max(1, spec.numel // max(1, spec.shape[0]))
-                    vector[spec.offset : spec.offset + spec.numel] = (
-                        torch.randn(spec.numel, generator=other, dtype=theta.dtype) * fan_in**-0.5)
-            load_params(moved, vector)
-            with torch.no_grad():
-                for name, buf in moved.named_buffers():
-                    buf.copy_(original_buffers[name])
-            ref = model_outputs(moved, x)
+            vector = runner.zero_mean_draw(theta, seed + 2)
+            ref = runner.outputs(vector)
             second.extend([vector, ref, float(ref.abs().max()) + 1e-12])
         vector, ref, ref_scale = second
-        load_params(moved, permute_params(graph, vector, perms, skip=skip))
-        with torch.no_grad():
-            for name, buf in moved.named_buffers():
-                buf.copy_(original_buffers[name])
-        if perms:
-            permute_buffers(graph, moved, perms)
-        return float((model_outputs(moved, x) - ref).abs().max()) / ref_scale
+        return float((runner.outputs(permute_params(graph, vector, perms, skip=skip), perms) - ref).abs().max()) / ref_scale
 
     def sensitivity(side) -> float:
         """Relative output change when the block (or stacked tensor) ``side`` leaves out is
