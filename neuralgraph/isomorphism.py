@@ -20,6 +20,11 @@ _M2 = np.uint64(0x94D049BB133111EB)
 #: Largest number of edges (or edge features) hashed or messaged at once.
 _CHUNK = 1 << 22
 
+#: Largest graph (edges) fingerprinted over its whole (cached) ``edge_index`` rather than block by
+#: block: two int64 per edge are cheap there, and one gather per round is faster than a loop over
+#: hundreds of small blocks.
+_FLAT_EDGES = 2_000_000
+
 _wrapping = np.errstate(over="ignore")
 """Hashes multiply and add modulo 2**64: overflow is the point, not an error."""
 
@@ -102,13 +107,16 @@ def graph_edge_hashes(graph, vector: torch.Tensor) -> np.ndarray:
 @_wrapping
 def graph_fingerprint(graph, vector: torch.Tensor, iterations: int = 4) -> tuple[int, ...]:
     """:func:`wl_fingerprint` of ``graph`` with parameters ``vector`` and ``pos_w`` node labels,
-    computed block by block from the block layout: no ``edge_index`` (two int64 per edge) and no
-    per-edge gathers, and temporaries of at most ``_CHUNK`` edges. Equal to
+    computed block by block from the block layout on large graphs: no ``edge_index`` (two int64 per
+    edge) and no per-edge gathers, and temporaries of at most ``_CHUNK`` edges. Equal to
     ``wl_fingerprint(graph.edge_index, graph.edge_type, None, graph.num_nodes, graph.pos_w,
     edge_hash=graph_edge_hashes(graph, vector))``."""
     from .blocks import DENSE, STAR
 
     h_edge = graph_edge_hashes(graph, vector)
+    if graph.num_edges <= _FLAT_EDGES:  # one pass over all edges beats a Python loop over hundreds of blocks
+        return wl_fingerprint(graph.edge_index, graph.edge_type, None, graph.num_nodes, graph.pos_w,
+                              iterations, edge_hash=h_edge)
     color = _mix(graph.pos_w.numpy().astype(np.uint64) + np.uint64(987654321))
     for _ in range(iterations):
         incoming = np.zeros(graph.num_nodes, np.uint64)

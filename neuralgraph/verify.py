@@ -189,6 +189,11 @@ def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[st
 #: of breaking one by default; beyond it each check costs seconds, so it samples ``trials`` of each.
 EXHAUSTIVE_EDGES = 5_000_000
 
+#: Most ways to break a symmetry :func:`verify` tries by default on a graph it otherwise checks
+#: exhaustively (each costs a forward and a fingerprint); beyond it they are drawn round-robin over
+#: the symmetries, so that every symmetry is broken at least once where there are fewer symmetries.
+EXHAUSTIVE_CANDIDATES = 256
+
 #: Largest edge feature matrix (elements) the round-trip check builds whole; beyond it, block by block.
 _WHOLE_FEATURES = 20_000_000
 
@@ -266,7 +271,9 @@ def verify(
     every head attends alike), at a second draw with zero-mean weights.
 
     ``exhaustive`` (default: for graphs of at most :data:`EXHAUSTIVE_EDGES` edges) tries every
-    declared symmetry alone and every way of breaking one. Otherwise, where one check of a large
+    declared symmetry alone and every way of breaking one (by default at most
+    :data:`EXHAUSTIVE_CANDIDATES` of the latter, drawn round-robin over the symmetries: a conv
+    stack with attention, such as MobileViT, has a thousand). Otherwise, where one check of a large
     model takes seconds, ``trials`` good permutations are tried (all symmetries together, then single
     symmetries drawn at random) and ``trials`` bad ones (drawn round-robin over the symmetries); the
     report notes how many were left untried, and the graph fingerprints use two Weisfeiler-Lehman
@@ -306,6 +313,7 @@ def verify(
         report.notes.append(note)
 
     report.checks.append(Check("round-trip", "params -> edge features -> params", (), _round_trip(graph, theta)))
+    every_candidate = exhaustive  # None: every one unless there are more than EXHAUSTIVE_CANDIDATES
     if exhaustive is None:
         exhaustive = graph.num_edges <= EXHAUSTIVE_EDGES
     # on graphs too large to try everything, two WL rounds (each costs a pass over every edge)
@@ -418,14 +426,18 @@ def verify(
             candidates.append(("cross-segment", sym, None))
     if not candidates:
         report.notes.append("no way to break the declared symmetries was found: no bad permutation tested")
+    if every_candidate is None and exhaustive and len(candidates) > max(trials, EXHAUSTIVE_CANDIDATES):
+        exhaustive, budget = False, max(trials, EXHAUSTIVE_CANDIDATES)
+    else:
+        budget = trials
     if exhaustive or not candidates:
         tries = [candidates[t % len(candidates)] for t in range(max(trials, len(candidates)))] if candidates else []
     else:
-        tries = _round_robin(candidates, generator)[:trials]
+        tries = _round_robin(candidates, generator)[:budget]
         if len(tries) < len(candidates):
             report.notes.append(
-                f"large graph ({graph.num_edges:,} edges): {len(tries)} of {len(candidates)} ways to break a symmetry "
-                f"tried; pass exhaustive=True or more trials= to try each")
+                f"{graph.num_edges:,} edges, {len(candidates)} ways to break a symmetry: {len(tries)} of them tried, "
+                f"drawn round-robin over the {len(symmetries)} symmetries; pass exhaustive=True to try each")
     for kind, sym, side in tries:
         for _attempt in range(3):  # a permutation of units that happen to be inactive changes nothing
             if kind == "inconsistent":

@@ -150,6 +150,8 @@ def test_block_wise_fingerprint_equals_the_edge_list_fingerprint(which, monkeypa
     edge_list = wl_fingerprint(g.edge_index, g.edge_type, None, g.num_nodes, g.pos_w,
                                edge_hash=graph_edge_hashes(g, theta))
     assert graph_fingerprint(g, theta) == edge_list
+    monkeypatch.setattr(iso, "_FLAT_EDGES", 0)  # the block-by-block path that large graphs take
+    assert graph_fingerprint(g, theta) == edge_list
     monkeypatch.setattr(iso, "_CHUNK", 3)  # dense blocks in chunks of a few rows
     assert graph_fingerprint(g, theta) == edge_list
     other = theta.clone()
