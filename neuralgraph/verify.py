@@ -15,7 +15,7 @@
   the group left unpermuted: e.g. queries permuted but not keys, or a unit's incoming weights but
   not its outgoing ones; one tensor of a stacked edge such as SwiGLU's gate without its up
   projection; or a unit moved across segments/heads): the outputs must change — by more than
-  ``change_tol`` (1e-11 relative) and more than 10 times the largest change a good permutation
+  ``change_tol`` (1e-13 relative) and more than 10 times the largest change a good permutation
   caused (the model's own round-off) — *and* the graph's fingerprint must change (so the graphs
   are not isomorphic).
 * **inert blocks** — when a bad permutation leaves the outputs where they were but changes the
@@ -255,7 +255,7 @@ def verify(
     inputs: Any = None,
     arch: str | None = None,
     rtol: float | None = None,
-    change_tol: float = 1e-11,
+    change_tol: float = 1e-13,
     exhaustive: bool | None = None,
 ) -> VerificationReport:
     """Check a model's neural graph against the model's real function.

@@ -7,6 +7,7 @@ mean; this module only runs the model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .float64_mode import StayInFloat64
 from .graph import NeuralGraph
 from .params import flatten_params, load_params
 from .permute import permute_buffers
@@ -38,8 +40,11 @@ def _floats(out: Any) -> list[torch.Tensor]:
 
 def model_outputs(model: nn.Module, inputs: tuple | dict) -> torch.Tensor:
     """All floating-point outputs of ``model(*inputs)`` (or ``model(**inputs)``), flattened into one
-    vector (tensors, nested tuples / dicts and Hugging Face output objects), without grad."""
-    with torch.no_grad():
+    vector (tensors, nested tuples / dicts and Hugging Face output objects), without grad. A float64
+    model runs in float64 throughout (:class:`StayInFloat64`: its float32 steps, such as RMSNorm's
+    and softmax's, would otherwise set the round-off)."""
+    wide = next((p.dtype == torch.float64 for p in model.parameters() if p.is_floating_point()), False)
+    with torch.no_grad(), (StayInFloat64() if wide else contextlib.nullcontext()):
         out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
     flat = _floats(out)
     if not flat:

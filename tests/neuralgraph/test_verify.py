@@ -212,3 +212,52 @@ def test_a_model_that_cannot_run_in_float64_is_checked_in_float32():
     assert report, report
     assert report.rtol == FLOAT32_RTOL
     assert any("float32" in n for n in report.notes)
+
+
+def test_many_ways_to_break_are_capped_round_robin_over_the_symmetries(monkeypatch):
+    import importlib
+
+    verify_module = importlib.import_module("neuralgraph.verify")
+    model = _fingerprint_models()[1]
+    everything = ng.verify(model, trials=2)
+    tried = everything.bad_trials + everything.inert_trials
+    monkeypatch.setattr(verify_module, "EXHAUSTIVE_CANDIDATES", 3)
+    capped = ng.verify(model, trials=2)
+    assert capped and tried > 3
+    assert capped.bad_trials + capped.inert_trials == 3
+    assert capped.good_trials == everything.good_trials  # each symmetry still tried alone
+    assert any("round-robin" in n for n in capped.notes)
+    assert ng.verify(model, trials=2, exhaustive=True).bad_trials + ng.verify(model, trials=2, exhaustive=True).inert_trials == tried
+
+
+def test_float64_copies_stay_float64_where_the_code_asks_for_float32():
+    from neuralgraph.float64_mode import StayInFloat64
+
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with StayInFloat64():
+        assert x.float().dtype == torch.float64
+        assert x.to(torch.float32).dtype == torch.float64
+        assert x.to("cpu", torch.float16).dtype == torch.float64
+        assert x.to(dtype=torch.bfloat16).dtype == torch.float64
+        assert x.type_as(torch.zeros(1)).dtype == torch.float64
+        assert torch.nn.functional.softmax(x, -1, dtype=torch.float32).dtype == torch.float64
+        assert x.softmax(-1, dtype=torch.float32).dtype == torch.float64
+        assert x.to(torch.int64).dtype == torch.int64  # not a float narrowing: as written
+        assert torch.zeros(2).float().dtype == torch.float32  # float32 tensors are left alone
+        assert torch.zeros(2, dtype=torch.float32).to(torch.float16).dtype == torch.float16
+    assert x.float().dtype == torch.float32  # only inside the mode
+
+
+def test_llama_with_biases_passes_with_float64_round_off_and_a_wide_margin():
+    """HF Llama computes RMSNorm and softmax in float32; in a float64 copy that set the round-off of
+    good permutations to ~1e-7, under which some bad permutations hid (a false alarm)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=64, num_attention_heads=8, num_key_value_heads=2, intermediate_size=32,
+                                      num_hidden_layers=2, vocab_size=20, attention_bias=True, mlp_bias=True,
+                                      attn_implementation="eager")
+    for seed in range(2):
+        torch.manual_seed(seed)
+        report = ng.verify(transformers.LlamaForCausalLM(config).eval(), seed=seed, trials=2)
+        assert report, report
+        assert report.worst_good_deviation < 1e-13
+        assert report.smallest_bad_deviation > 10 * report.change_threshold
