@@ -7,7 +7,7 @@ Convert a model with :func:`convert`, check a converter against the model's real
 from . import edge_types
 from .blocks import EdgeBlock
 from .builder import GraphBuilder
-from .errors import GraphConstructionError, NeuralGraphError, ParameterMismatchError, UnsupportedModelError
+from .errors import GraphConstructionError, NeuralGraphError, NonFiniteError, ParameterMismatchError, UnsupportedModelError
 from .graph import NeuralGraph, UnitBuffer
 from .groups import NodeGroup, NodeRange
 from .params import ParamSpec, ParamView, StackedView, flatten_params, load_params, param_specs
@@ -26,6 +26,7 @@ __all__ = [
     "ModelSource",
     "NeuralGraph",
     "NeuralGraphError",
+    "NonFiniteError",
     "NodeGroup",
     "NodeRange",
     "ParamSpec",

@@ -21,3 +21,20 @@ class GraphConstructionError(NeuralGraphError, ValueError):
 
 class ParameterMismatchError(NeuralGraphError, ValueError):
     """A parameter vector, state stack or shape list does not fit the graph or model."""
+
+
+class NonFiniteError(NeuralGraphError, ValueError):
+    """A parameter vector, state stack or edge-feature tensor holds NaN or Inf.
+
+    Attributes:
+        name: the parameter holding the first non-finite value (None where no names are known,
+            then ``index`` is the row of the flat vector).
+        index: flat (row-major) position of that value within the parameter.
+        state: the state (column of a ``[P, T]`` stack) it is in; None for a single vector.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, index: int = 0, state: int | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.index = index
+        self.state = state

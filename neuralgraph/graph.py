@@ -9,6 +9,7 @@ strided views, so the mapping is exact in both directions.
 from __future__ import annotations
 
 import logging
+import operator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,9 +18,9 @@ import torch
 
 from . import edge_types as et
 from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
-from .errors import GraphConstructionError, ParameterMismatchError
+from .errors import GraphConstructionError, NonFiniteError, ParameterMismatchError
 from .groups import NodeGroup
-from .params import ParamSpec
+from .params import ParamSpec, check_finite
 from .symmetry import Permutable, PermutableHeads
 
 __all__ = ["NeuralGraph", "UnitBuffer"]
@@ -245,13 +246,19 @@ class NeuralGraph:
             states = states.to(torch.get_default_dtype())
         return states.contiguous()
 
-    def edge_features(self, states: torch.Tensor) -> torch.Tensor:
+    def edge_features(self, states: torch.Tensor, *, check: bool = True) -> torch.Tensor:
         """Edge features ``[E, max_feat_size * T]`` of a vector ``[P]`` or stack ``[P, T]``.
 
         Column ``f * T + t`` holds feature slot ``f`` of state ``t``; slots beyond a block's
         kernel are zero; auxiliary edges hold their fixed value in slot 0 of every state.
+
+        Raises :class:`~neuralgraph.errors.NonFiniteError` (a ``ValueError``) naming the parameter,
+        its flat index and the state when ``states`` hold NaN or Inf; ``check=False`` skips that
+        test (one ``isfinite`` pass over ``states``).
         """
         states = self._as_states(states)
+        if check:
+            check_finite(states if states.shape[1] > 1 else states[:, 0], self.params, "edge_features")
         steps = states.shape[1]
         width = self.max_feat_size * steps
         out = torch.zeros(self.num_edges, width, dtype=states.dtype, device=states.device)
@@ -264,8 +271,23 @@ class NeuralGraph:
                 rows[:, : k * steps] = b.view.read_states(states).reshape(b.num_edges, k * steps)
         return out
 
-    def to_params(self, edge_features: torch.Tensor, state: int = 0) -> torch.Tensor:
-        """Read state ``state`` back out of edge features: the inverse of :meth:`edge_features`."""
+    def to_params(self, edge_features: torch.Tensor, state: int | None = None, *, check: bool = True) -> torch.Tensor:
+        """Parameters read back out of edge features: the inverse of :meth:`edge_features`.
+
+        Args:
+            edge_features: ``[E, max_feat_size * T]``, laid out as :meth:`edge_features` returns.
+            state: which of the ``T`` states to read, giving a vector ``[P]``. None (default):
+                every state, ``[P]`` when the features hold one and ``[P, T]`` when they hold a
+                stack, so ``to_params(edge_features(x))`` equals ``x`` for ``x`` of shape
+                ``[P]`` or ``[P, T]`` with ``T > 1``.
+            check: raise :class:`~neuralgraph.errors.NonFiniteError` (a ``ValueError``) naming
+                the parameter, its flat index, the edge and the state when a value read back is
+                NaN or Inf (slots outside the parameters are never read, so never checked).
+
+        Raises:
+            ParameterMismatchError: the features are not ``[E, max_feat_size * T]`` for this graph,
+                or ``state`` is outside ``0..T-1``.
+        """
         if (
             not isinstance(edge_features, torch.Tensor)
             or edge_features.ndim != 2
@@ -273,21 +295,75 @@ class NeuralGraph:
             or edge_features.shape[1] % self.max_feat_size
         ):
             shape = tuple(edge_features.shape) if isinstance(edge_features, torch.Tensor) else type(edge_features)
+            hint = ""
+            if isinstance(edge_features, torch.Tensor) and edge_features.ndim and edge_features.shape[0] == self.num_params:
+                hint = " (these look like parameters [P] / [P, T]: pass them to edge_features first)"
             raise ParameterMismatchError(
-                f"expected edge features of shape [{self.num_edges}, {self.max_feat_size}*T], got {shape}"
+                f"expected edge features of shape [{self.num_edges}, {self.max_feat_size}*T] for this {self.arch} "
+                f"graph ({self.num_edges} edges, {self.max_feat_size} feature slots per state), got {shape}{hint}"
             )
         steps = edge_features.shape[1] // self.max_feat_size
-        if not -steps <= state < steps:
-            raise ParameterMismatchError(f"state {state} out of range: the features hold {steps} states")
-        state %= steps
-        out = torch.empty(self.num_params, dtype=edge_features.dtype, device=edge_features.device)
+        if state is not None:
+            try:
+                state = operator.index(state)  # Python, NumPy or 0-d torch integers
+            except TypeError:
+                raise ParameterMismatchError(f"state must be an integer or None, got {state!r}") from None
+            if not -steps <= state < steps:
+                raise ParameterMismatchError(
+                    f"state {state} out of range: edge features of shape {tuple(edge_features.shape)} hold "
+                    f"{steps} state(s)"
+                )
+            state %= steps
+        if state is None and steps > 1:
+            out = torch.empty(self.num_params, steps, dtype=edge_features.dtype, device=edge_features.device)
+            for b in self.blocks:
+                if b.view is not None:
+                    rows = edge_features[b.edge_start : b.edge_stop, : b.feat_size * steps]
+                    b.view.write_states(out, rows.reshape(b.view.shape + (steps,)))
+        else:
+            pick = state or 0
+            out = torch.empty(self.num_params, dtype=edge_features.dtype, device=edge_features.device)
+            for b in self.blocks:
+                if b.view is not None:
+                    k = b.feat_size
+                    rows = edge_features[b.edge_start : b.edge_stop, : k * steps].reshape(b.num_edges, k, steps)
+                    b.view.write(out, rows[:, :, pick].reshape(b.view.shape))
+        if check:
+            self._check_read_back(out, steps, state)
+        return out
+
+    def _check_read_back(self, values: torch.Tensor, steps: int, state: int | None) -> None:
+        """:func:`check_finite` on what :meth:`to_params` read, naming the edge of the bad value."""
+        try:
+            check_finite(values, self.params, "to_params")
+        except NonFiniteError as err:
+            t = err.state if err.state is not None else (state or 0)
+            spec = next(p for p in self.params if p.name == err.name)
+            edge, slot = self._edge_of(spec.offset + err.index)
+            where = f"edge {edge}, feature slot {slot}, column {slot * steps + t}"
+            if err.state is None and steps > 1:
+                where += f", state {t} of {steps}"
+            raise NonFiniteError(
+                f"{err} (read from {where})", name=err.name, index=err.index, state=t if steps > 1 else err.state
+            ) from None
+
+    def _edge_of(self, position: int) -> tuple[int, int]:
+        """Edge and feature slot holding flat-vector position ``position`` (slow: error paths only)."""
         for b in self.blocks:
             if b.view is None:
                 continue
-            k = b.feat_size
-            rows = edge_features[b.edge_start : b.edge_stop, : k * steps].reshape(b.num_edges, k, steps)
-            b.view.write(out, rows[:, :, state].reshape(b.view.shape))
-        return out
+            start = 0
+            for part in b.view.parts:
+                if part.numel:
+                    hit = torch.nonzero(part.flat_indices() == position)
+                    if len(hit):
+                        lead, slot = hit[0, :-1].tolist(), int(hit[0, -1])
+                        row = 0
+                        for size, i in zip(part.shape[:-1], lead):
+                            row = row * size + i
+                        return b.edge_start + row, start + slot
+                start += part.shape[-1]
+        raise KeyError(position)  # coverage is checked at construction: never reached
 
     # ------------------------------------------------------------------ parts
     def subgraph(self, param_names, *, lpe: int | None = None) -> "NeuralGraph":

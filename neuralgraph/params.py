@@ -10,6 +10,7 @@ move them between vectors and edge features with ``torch.as_strided``.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import ParameterMismatchError
+from .errors import NonFiniteError, ParameterMismatchError
 
 __all__ = [
     "ParamSpec",
@@ -27,6 +28,8 @@ __all__ = [
     "normalize_specs",
     "flatten_params",
     "load_params",
+    "locate",
+    "check_finite",
 ]
 
 
@@ -164,6 +167,10 @@ class ParamView:
         """Write ``values`` (shaped like the view) into this window of ``flat``."""
         self.of(flat).copy_(values)
 
+    def write_states(self, states: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``values`` (shape ``shape + (T,)``) into this window of a contiguous ``[P, T]`` stack."""
+        self.of_states(states).copy_(values)
+
     def flat_indices(self) -> torch.Tensor:
         """Flat-vector positions covered by the view, shaped like the view (int64)."""
         index = torch.full((), self.offset, dtype=torch.int64)
@@ -221,6 +228,11 @@ class StackedView:
             k = p.shape[-1]
             p.of(flat).copy_(values[..., start : start + k])
             start += k
+
+    def write_states(self, states: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``values`` (shape ``shape + (T,)``) into a contiguous ``[P, T]`` stack."""
+        for k, p in enumerate(self.parts):
+            p.of_states(states).copy_(values[..., self.columns(k), :])
 
 
 def _named_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -294,3 +306,65 @@ def load_params(model: nn.Module, vector: torch.Tensor) -> nn.Module:
             p.copy_(vector[offset : offset + n].view(p.shape))
             offset += n
     return model
+
+
+def locate(params: Sequence[ParamSpec], index: int) -> tuple[ParamSpec, int]:
+    """The parameter holding position ``index`` of the flat vector, and the position within it.
+
+    ``params`` are specs in flat-vector order (``graph.params``, :func:`param_specs`). Raises
+    ``IndexError`` outside the vector.
+    """
+    offsets = [p.offset for p in params]
+    at = bisect.bisect_right(offsets, index) - 1
+    if index < 0 or at < 0 or index >= params[at].offset + params[at].numel:
+        total = params[-1].offset + params[-1].numel if params else 0
+        raise IndexError(f"position {index} is outside a flat vector of {total} parameters")
+    return params[at], index - params[at].offset
+
+
+def _element(shape: tuple[int, ...], index: int) -> tuple[int, ...]:
+    """Row-major multi-index of flat position ``index`` in a tensor of ``shape``."""
+    out = []
+    for size in reversed(shape):
+        out.append(index % size)
+        index //= size
+    return tuple(reversed(out))
+
+
+def check_finite(
+    values: torch.Tensor, params: Sequence[ParamSpec] | None, what: str, *, order: str = "counting from 0"
+) -> None:
+    """Raise :class:`NonFiniteError` if a flat vector ``[P]`` or stack ``[P, T]`` holds NaN or Inf.
+
+    One ``isfinite`` pass over the whole tensor; only when it fails is the first bad value
+    (earliest state, then lowest flat position) located and named: its parameter (from
+    ``params``, specs in flat-vector order; None names the row only), its flat index within
+    that parameter and, for a stack, its state. ``what`` says what was checked ("states", ...);
+    ``order`` how states are numbered (for a history: "0 = oldest").
+    """
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    bad = ~finite
+    state = None
+    if values.ndim == 2:
+        state = int(torch.nonzero(bad.any(dim=0))[0])
+        row = int(torch.nonzero(bad[:, state])[0])
+        value = values[row, state].item()
+        where = f" in state {state} of {values.shape[1]} ({order})"
+    else:
+        row = int(torch.nonzero(bad.reshape(-1))[0])
+        value = values.reshape(-1)[row].item()
+        where = ""
+    count = int(bad.sum())
+    total = f"; {count} non-finite values in all" if count > 1 else ""
+    if not params:
+        raise NonFiniteError(f"{what}: row {row} of the flat vector is {value}{where}{total}", index=row, state=state)
+    spec, index = locate(params, row)
+    element = f", element {_element(spec.shape, index)} of shape {spec.shape}" if len(spec.shape) > 1 else ""
+    raise NonFiniteError(
+        f"{what}: parameter '{spec.name}' is {value} at flat index {index}{element}{where}{total}",
+        name=spec.name,
+        index=index,
+        state=state,
+    )

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .builder import GraphBuilder
-from .errors import UnsupportedModelError
+from .errors import NeuralGraphError, UnsupportedModelError
 from .graph import NeuralGraph
 from .refusals import refusal_for
 from .source import ModelSource
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ConvertFn = Callable[..., GraphBuilder]
 ExampleFn = Callable[[random.Random], nn.Module]
-InputsFn = Callable[[nn.Module, NeuralGraph, torch.Generator, int], tuple]
+InputsFn = Callable[[nn.Module, NeuralGraph, torch.Generator, int], "tuple | dict"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class Converter:
     description: str = ""
     example: ExampleFn | None = field(default=None, repr=False)
     example_inputs: InputsFn | None = field(default=None, repr=False)
+    """``(model, graph, generator, batch) -> tuple | dict``: one forward call's positional or
+    keyword arguments for the verifier (see :func:`register`)."""
     verify_rtol: float | None = None
 
     @property
@@ -91,7 +93,18 @@ def register(
     verify_rtol: float | None = None,
     replace: bool = False,
 ) -> Callable[[ConvertFn], ConvertFn]:
-    """Decorator registering ``fn(source, *, naive) -> GraphBuilder`` as converter ``name``."""
+    """Decorator registering ``fn(source, *, naive) -> GraphBuilder`` as converter ``name``.
+
+    ``example_inputs``, when given, is called as ``example_inputs(model, graph, generator, batch)``
+    by :func:`neuralgraph.verify` when it gets no ``inputs=``: ``model`` the module to run (a float64
+    working copy with redrawn parameters), ``graph`` the graph this converter built for it,
+    ``generator`` a seeded ``torch.Generator`` to draw every random value from, ``batch`` the number
+    of examples wanted. It returns the arguments of one forward call: a tuple of positional
+    arguments (``model(*inputs)``) or a dict of keyword arguments (``model(**inputs)``), floating
+    tensors in the dtype of the model's parameters (they are not cast), at most ``batch`` examples
+    along the first dimension; non-tensor values (``return_dict=False``) pass through. See
+    ``docs/converters.md``.
+    """
 
     def decorate(fn: ConvertFn) -> ConvertFn:
         taken = {n: c.name for c in _REGISTRY.values() for n in c.names if c.name != name}
@@ -155,6 +168,8 @@ def resolve(
 ) -> tuple[Converter, ModelSource]:
     """Pick the converter for ``model`` (explicit ``arch`` first)."""
     source = ModelSource.of(model)
+    if not source.params:
+        raise UnsupportedModelError(_no_parameters(source))
     if config is not None:
         source.config = config
     if example_inputs is not None:
@@ -207,18 +222,100 @@ def convert(
             graph = _hand_written_or_traced(converter, source, naive=naive, lpe=lpe)
         else:
             graph = converter.build(source, naive=naive, lpe=lpe)
-    except UnsupportedModelError as err:
-        raise UnsupportedModelError(f"{err}\nSupported: {_supported()}") from None
+    except NeuralGraphError as err:
+        better = _explain(err, converter, source, arch)
+        if better is not None:
+            raise better from None
+        if isinstance(err, UnsupportedModelError):
+            raise UnsupportedModelError(f"{err}\nSupported: {_supported()}") from None
+        raise
     graph.meta.setdefault("converter", converter.name)
     log.debug("converted %s with '%s': %r", type(source.module).__name__, graph.meta["converter"], graph)
     return graph
 
 
+def _no_parameters(source: ModelSource) -> str:
+    """Why a model without parameters cannot be converted."""
+    if source.module is None:
+        return "the shape list is empty: pass the model's (name, shape) pairs, one per parameter tensor"
+    module = source.module
+    name = type(module).__name__
+    children = [type(c).__name__ for c in module.children()]
+    if not children and type(module) in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
+        what = f"{name} is empty: it has no layers and so no parameters"
+    elif children:
+        what = f"{name} has no parameters (its layers {', '.join(children[:5])}{', ...' if len(children) > 5 else ''} hold no weights)"
+    else:
+        what = f"{name} has no parameters"
+    return (
+        f"{what}. A neural graph carries a network's weights on its edges, so there is nothing to convert: "
+        "convert the model once it has its layers, e.g. nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))"
+    )
+
+
+def _tied_names(module: nn.Module) -> dict[str, list[str]]:
+    """For each parameter PyTorch lists under its first name, the other names it is reachable
+    under (weights tied between modules, e.g. a language-model head sharing the embedding)."""
+    by_id: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(name)
+    return {names[0]: names[1:] for names in by_id.values() if len(names) > 1}
+
+
+def _owner(name: str) -> str:
+    return name.rpartition(".")[0] or "(the model itself)"
+
+
+def _explain(err: Exception, converter: Converter, source: ModelSource, arch: str | None) -> Exception | None:
+    """A clearer error for a converter's failure on a module, or None to keep ``err``.
+
+    Two failures otherwise point the wrong way: a parameter a converter asks for by a name PyTorch
+    does not list because it is tied to another one ("no parameter 'lm_head.weight'"), and a
+    module given an ``arch=`` whose structure it does not have (GPT-2's converter on an MLP
+    reports the number of attention heads as missing).
+    """
+    # without arch= the traced converter is tried last and places shared weights: its failure has
+    # another cause, reported as it is
+    if source.module is None or arch is None:
+        return None
+    message = str(err)
+    for first, others in _tied_names(source.module).items():
+        named = [n for n in others if f"no parameter '{n}'" in message]
+        if named:
+            sharing = ", ".join(f"'{n}'" for n in [first, *others])
+            modules = ", ".join(f"'{_owner(n)}'" for n in [first, *others])
+            return type(err)(
+                f"'{named[0]}' is a tied (shared) weight: {sharing} are one nn.Parameter, shared by modules "
+                f"{modules}, and PyTorch lists a shared parameter once, under its first name '{first}'. The "
+                f"{converter.name} converter needs '{named[0]}' as a tensor of its own: convert with arch=None "
+                "(the traced converter puts a shared weight on every edge that reads it), or give each module "
+                f"its own nn.Parameter if they are not meant to be shared (the converter said: {message})"
+            )
+    if converter.fallback or converter.matches(source):
+        return None
+    module = source.module
+    expected = []
+    if converter.model_types:
+        expected.append("a Hugging Face model with config.model_type " + " / ".join(f"'{t}'" for t in converter.model_types))
+    if converter.modules:
+        expected.append("an instance of " + " / ".join(m.__name__ for m in converter.modules))
+    if converter.description:
+        expected.append(converter.description)
+    has = f"config.model_type '{source.model_type}'" if source.model_type else "no Hugging Face config.model_type"
+    names = [p.name for p in source.params]
+    listed = ", ".join(names[:6]) + (f", ... ({len(names)} tensors)" if len(names) > 6 else "")
+    return UnsupportedModelError(
+        f"arch='{arch}': {type(module).__name__} does not have the structure the '{converter.name}' converter "
+        f"expects ({'; '.join(expected)}). This model is a {type(module).__name__} with {has} and parameters "
+        f"{listed}; what the converter found missing: {message}. Pass arch=None (the default) to pick the "
+        "converter from the model: a matching hand-written one, else the traced converter, which reads the "
+        f"graph off the model's forward pass.\nSupported: {_supported()}"
+    )
+
+
 def _hand_written_or_traced(converter: Converter, source: ModelSource, *, naive: bool, lpe: int) -> NeuralGraph:
     """The hand-written converter matching the model's family; where it does not know the model
     (a task head it has no layout for), the traced converter."""
-    from .errors import NeuralGraphError
-
     try:
         return converter.build(source, naive=naive, lpe=lpe)
     except NeuralGraphError as hand_err:  # unsupported, or parameters named otherwise (a head's own prefix)
@@ -236,7 +333,6 @@ def _chain_or_traced(source: ModelSource, *, naive: bool, lpe: int) -> NeuralGra
     the node order of the NiNo authors' graphs) where the traced forward confirms it, else the
     traced graph."""
     from .compare import compare_graphs
-    from .errors import NeuralGraphError
 
     traced = get_converter("traced")
     try:
