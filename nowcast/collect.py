@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .safe_load import load_torch_file
+
 __all__ = [
     "RECIPES",
     "Recipe",
@@ -578,7 +580,7 @@ def _collect_locked(
     step, wall = 0, 0.0
 
     if resume_path.is_file() and params_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        state = load_torch_file(resume_path, "collection resume checkpoint")
         if state.get("spec") != _jsonable(spec.to_dict()):
             raise ValueError(f"{resume_path} belongs to another run ({state.get('spec')}); remove {run_dir} to start over")
         model.load_state_dict(state["model"])

@@ -125,8 +125,15 @@ class GraphCache:
             return
         path = self.cache_dir / f"graph-{key}.pt"
         if path.is_file():
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            pos = blob.get("pos")
+            from .checkpoint import CheckpointError
+            from .safe_load import load_torch_file
+
+            try:
+                blob = load_torch_file(path, "graph cache")
+            except CheckpointError as err:  # a damaged cache is rebuilt, not fatal
+                log.warning("%s; it is rebuilt", err)
+                blob = {}
+            pos = blob.get("pos") if isinstance(blob, dict) else None
             if isinstance(pos, torch.Tensor) and pos.shape == (graph.num_nodes, graph.lpe) and blob.get("num_edges") == graph.num_edges:
                 graph.__dict__["pos"] = pos  # cached_property: use the stored encodings
                 return

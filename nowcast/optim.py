@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from neuralgraph.params import check_finite, normalize_specs
+
 from .predict import GraphPart, Nowcaster, as_nowcaster, context_hops, layer_parts, predict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,7 +99,10 @@ class NiNo(Optimizer):
     The step that jumps writes the prediction only into parameters that ``base`` updates and that
     require grad; other parameters (frozen ones) are recorded and shown to the predictor, but keep
     their values. A prediction containing NaN or Inf is discarded with a ``RuntimeWarning``: the
-    parameters are left as they are and the base optimizer takes a regular step instead.
+    parameters are left as they are and the base optimizer takes a regular step instead. NaN or
+    Inf in the parameters themselves when a state is recorded raises
+    :class:`neuralgraph.errors.NonFiniteError` (a ``ValueError``) naming the parameter and its
+    flat index; that state is not recorded.
     """
 
     def __init__(
@@ -152,6 +157,7 @@ class NiNo(Optimizer):
 
         self._names, self._params = self._model_params(model)
         self.num_params = sum(p.numel() for p in self._params)
+        self._specs = normalize_specs((n, tuple(p.shape)) for n, p in zip(self._names, self._params))
         self._check_base_params()
         self.graph = graph
         if graph is None and (self.predictor.needs_graph or self.per_block):
@@ -333,6 +339,13 @@ class NiNo(Optimizer):
                 n = p.numel()
                 column[offset : offset + n].copy_(p.detach().reshape(-1))
                 offset += n
+        # one isfinite pass; the state is not counted when it fails (the next record overwrites it)
+        check_finite(
+            column,
+            getattr(self, "_specs", None),  # absent in wrappers pickled by older versions
+            f"NiNo step {self._step}: the parameters to record as state {self._recorded + 1} of {self.ctx} are not "
+            "finite (training diverged)",
+        )
         self._recorded += 1
         log.debug("step %d: recorded state %d/%d", self._step, self._recorded, self.ctx)
 

@@ -269,6 +269,10 @@ def _check_states(states: Any, graph: NeuralGraph | None) -> torch.Tensor:
         raise ValueError(
             f"states have {states.shape[0]} rows but the {graph.arch} graph has {graph.num_params} parameters"
         )
+    from neuralgraph.params import check_finite
+
+    # one isfinite pass; a bad value is named by parameter, flat index and state (0 = oldest)
+    check_finite(states, graph.params if graph is not None else None, "states", order="0 = oldest")
     return states
 
 
@@ -307,7 +311,8 @@ def _predict_with_model(
     device = _model_device(model)
     x = states.to(device=device, dtype=_work_dtype(states.dtype))
     scaled, scales = scale_states(x, graph.params)
-    data = SimpleNamespace(edge_attr=graph.edge_features(scaled), edge_type=graph.edge_type)
+    # states were checked by predict(); a non-finite prediction is left for the caller to judge
+    data = SimpleNamespace(edge_attr=graph.edge_features(scaled, check=False), edge_type=graph.edge_type)
     del scaled
     if cfg.gnn:
         data.edge_index = graph.edge_index
@@ -325,7 +330,7 @@ def _predict_with_model(
     with torch.no_grad():
         out = model(data, k, edge_chunk=edge_chunk)
     del data
-    theta = unscale(graph.to_params(out.to(x.dtype)), scales)
+    theta = unscale(graph.to_params(out.to(x.dtype), check=False), scales)
     return theta.to(device=states.device, dtype=states.dtype)
 
 
@@ -480,7 +485,8 @@ def predict(
         graph: the network's neural graph (``neuralgraph.convert(network)``); may be None for
             predictors that do not need it (Linefit, WNN) unless ``per_block``.
         states: ``[P, ctx]`` raw flat parameter vectors, oldest first, in the graph's
-            flat-vector order.
+            flat-vector order. NaN or Inf raises :class:`neuralgraph.errors.NonFiniteError` (a
+            ``ValueError``) naming the parameter, its flat index and the state.
         k: horizon, a positive integer (for NiNo models at most ``config.seq_len``).
         model: a :class:`NiNoModel` (NiNo or WNN+), or any :class:`Nowcaster`; see
             :func:`as_nowcaster` for the other accepted forms. Never modified.
