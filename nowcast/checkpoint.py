@@ -78,10 +78,9 @@ def _build(config: NiNoConfig, state_dict: Mapping[str, Any], source: str, edge_
 
 
 def _load_official(path: Path, edge_chunk: int | None) -> NiNoModel:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt / non-torch files
-        raise CheckpointError(f"cannot read {path} as a NiNo checkpoint: {exc}") from exc
+    from .safe_load import load_torch_file
+
+    blob = load_torch_file(path, "NiNo checkpoint", CheckpointError)  # tensors and plain containers only
     if not isinstance(blob, Mapping) or not isinstance(blob.get("state_dict"), Mapping):
         raise CheckpointError(f"{path} is not a NiNo checkpoint: expected a dict with 'state_dict' and 'model_args'")
     model_args = blob.get("model_args") or {}
@@ -119,13 +118,20 @@ def read_directory_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_directory(directory: str | Path, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
-    """Write ``tensors`` as ``model.safetensors`` and ``meta`` as ``config.json`` into ``directory``."""
+    """Write ``tensors`` as ``model.safetensors`` and ``meta`` as ``config.json`` into ``directory``.
+
+    The folder is filled under a temporary name and renamed into place when both files are
+    complete (other files already in ``directory`` are kept), so a crash never leaves a
+    half-written checkpoint under its name.
+    """
     from safetensors.torch import save_file
 
+    from .atomic import atomic_directory
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_directory(directory) as tmp:
+        save_file({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
 

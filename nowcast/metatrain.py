@@ -43,6 +43,7 @@ from .jump_error import JumpScore
 from .landing_loss import LandingLoss, LandingScore
 from .metadataset import MetaDataset, WindowItem
 from .model import NiNoModel
+from .safe_load import load_torch_file
 
 __all__ = [
     "MetaTrainConfig",
@@ -446,7 +447,7 @@ def metatrain(
     }
     best_state: dict[str, torch.Tensor] | None = None
     if resuming:
-        blob = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        blob = load_torch_file(ckpt_path, "meta-training checkpoint")
         if blob.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{ckpt_path}: unsupported checkpoint version {blob.get('version')!r}")
         _check_resumable(blob["config"], config, ckpt_path)
@@ -664,7 +665,7 @@ def _write_history(
 def load_result(work_dir: str | os.PathLike) -> MetaTrainResult:
     """The state of a meta-training run from its work folder's checkpoint (finished or not)."""
     work = Path(work_dir)
-    blob = torch.load(work / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    blob = load_torch_file(work / CHECKPOINT_FILE, "meta-training checkpoint")
     config = MetaTrainConfig.from_dict(blob["config"])
     model = NiNoModel(config.nino_config(), edge_chunk=None)
     model.load_state_dict(blob["model"])
@@ -739,16 +740,16 @@ def export(
     recipe: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write ``config.json``, ``model.safetensors`` (:meth:`MetaTrainResult.selected_model`),
-    ``training_curve.png`` and ``MODEL_CARD.md``."""
-    from .checkpoint import save
+    """Write ``config.json``, ``model.safetensors`` (the selected model), ``training_curve.png``, ``MODEL_CARD.md``: all or none."""
+    from .atomic import atomic_directory
     from .model_card import write_model_card
 
     out = Path(out_dir)
     if result.best is not None:
         log.info("exporting the weights of step %d (lowest %s: %.4f)", result.best["step"], result.config.select, result.best[result.config.select])
-    save(result.selected_model(), out)
-    plot_training_curve(result, out / "training_curve.png")
-    write_model_card(out / "MODEL_CARD.md", result, recipe=recipe, timings=timings, curve="training_curve.png")
+    with atomic_directory(out) as tmp:
+        result.selected_model().save(tmp)
+        plot_training_curve(result, tmp / "training_curve.png")
+        write_model_card(tmp / "MODEL_CARD.md", result, recipe=recipe, timings=timings, curve="training_curve.png")
     log.info("exported the meta-trained NiNo model to %s", out)
     return out

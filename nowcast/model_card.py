@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import write_text_atomic
+
 if TYPE_CHECKING:  # pragma: no cover
     from .benchmark import Comparison
     from .metatrain import MetaTrainResult
@@ -183,7 +185,7 @@ def write_model_card(
     lines += ["", EVAL_HEADING, "", EVAL_PLACEHOLDER, ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 
@@ -232,7 +234,7 @@ def write_router_card(
         lines += _expert_section(Path(expert_dirs[side]) / "MODEL_CARD.md", side, path.parent)
         lines.append("")
     lines += [EVAL_HEADING, "", EVAL_PLACEHOLDER, ""]
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 
@@ -281,5 +283,5 @@ def append_evaluation(card: str | os.PathLike, comparison: Comparison | Mapping[
         text = text.rstrip("\n") + f"\n\n{EVAL_HEADING}\n\n"
     text = text.replace(EVAL_PLACEHOLDER + "\n", "").replace(EVAL_PLACEHOLDER, "")
     text = text.rstrip("\n") + "\n\n" + evaluation_table(comparison)
-    card.write_text(text)
+    write_text_atomic(card, text)
     return card
