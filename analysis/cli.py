@@ -4,7 +4,8 @@
     analysis draw MODEL --kind adjacency|graph|lpe [--out DIR]
     analysis pca [--steps 600] [--period 100] [--checkpoint PATH] [--embed] [--out DIR]
 
-Every command prints a small table and the paths of the PNG and PDF figures it wrote.
+Every command prints a small table and the paths of the PNG and PDF figures it wrote. Errors are
+reported on one line; --debug shows the traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from neuralgraph.cli_args import (
+    ArgumentParser,
+    add_debug_flag,
+    existing_path,
+    int_range,
+    output_dir,
+    plain,
+    positive_float,
+    positive_int,
+    run_main,
+    seed,
+)
 
 DEFAULT_OUT = "analysis_figures"
 
@@ -225,68 +239,74 @@ def _pca(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def build_parser() -> argparse.ArgumentParser:
+    """The ``analysis`` argument parser (abbreviated options are refused)."""
+    parser = ArgumentParser(
+        prog="analysis", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages, show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    add_debug_flag(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "symmetry", help="good vs bad neuron permutations: graph-embedding separability (naive vs correct graph)"
+        "symmetry", help="good vs bad neuron permutations: graph-embedding separability (naive vs correct graph)",
+        allow_abbrev=False,
     )
     p.add_argument("--arch", default="gpt2", help="attention architecture (default gpt2)")
-    p.add_argument("--width", type=int, default=16, help="model width (default 16)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (grouped-query attention)")
-    p.add_argument("--n", type=int, default=1000, help="permuted models per class (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--width", type=positive_int, default=16, help="model width (default 16)")
+    p.add_argument("--heads", type=positive_int, default=4, help="attention heads (default 4)")
+    p.add_argument("--kv-heads", type=positive_int, default=None, help="key/value heads (grouped-query attention)")
+    p.add_argument("--n", type=int_range(2), default=1000, help="permuted models per class, at least 2 (default 1000)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=output_dir, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    add_debug_flag(p, top=False)
     p.set_defaults(run=_symmetry)
 
-    p = sub.add_parser("draw", help="draw an example model's neural graph")
+    p = sub.add_parser("draw", help="draw an example model's neural graph", allow_abbrev=False)
     p.add_argument("model", help="an example model (fm16, fm32, mlp) or a converter with an example (gpt2, llama, ...)")
     p.add_argument("--kind", choices=("adjacency", "graph", "lpe"), default="adjacency",
                    help="adjacency matrix, graphviz drawing, or t-SNE of positional encodings (default adjacency)")
     p.add_argument("--naive", action="store_true", help="the naive graph (attention models)")
     p.add_argument("--prog", default="dot", help="graphviz layout program for --kind graph (default dot)")
-    p.add_argument("--max-nodes", type=int, default=None,
-                   help="node cap (defaults: adjacency 2000 (cropped), graph 600 (error), lpe 3000 (sampled))")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--max-nodes", type=positive_int, default=None,
+                   help="node cap, at least 1 (defaults: adjacency 2000 (cropped), graph 600 (error), lpe 3000 (sampled))")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=output_dir, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    add_debug_flag(p, top=False)
     p.set_defaults(run=_draw)
 
-    p = sub.add_parser("pca", help="train a small convnet with Adam and with nowcasting, plot both trajectories' PCA")
+    p = sub.add_parser(
+        "pca", help="train a small convnet with Adam and with nowcasting, plot both trajectories' PCA", allow_abbrev=False,
+    )
     p.add_argument("--model", choices=("fm16", "fm32"), default="fm16", help="convnet channels (default fm16)")
-    p.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
-    p.add_argument("--period", type=int, default=100, help="steps between nowcast jumps (default 100)")
-    p.add_argument("--every", type=int, default=5, help="snapshot interval in steps (default 5)")
-    p.add_argument("--lr", type=float, default=6e-3, help="Adam learning rate (default 6e-3, the paper's FM setting)")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=positive_int, default=600, help="training steps (default 600)")
+    p.add_argument("--period", type=positive_int, default=100, help="steps between nowcast jumps, a multiple of 5 (default 100)")
+    p.add_argument("--every", type=positive_int, default=5, help="snapshot interval in steps (default 5)")
+    p.add_argument("--lr", type=positive_float, default=6e-3, help="Adam learning rate (default 6e-3, the paper's FM setting)")
+    p.add_argument("--batch", type=positive_int, default=128, help="batch size (default 128)")
     p.add_argument("--predictor", choices=("linefit", "linefit+"), default="linefit+",
                    help="nowcasting baseline when no --checkpoint is given (default linefit+)")
-    p.add_argument("--checkpoint", default=None, help="a NiNo / WNN+ checkpoint to nowcast with instead")
+    p.add_argument("--checkpoint", type=existing_path, default=None, help="a NiNo / WNN+ checkpoint to nowcast with instead")
     p.add_argument("--embed", action="store_true",
                    help="also plot graph embeddings (the checkpoint's model, or a random NiNo)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=int_range(0, 1024), default=1,
                    help="torch CPU threads (default 1: fastest for these tiny models; 0 keeps torch's setting)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=output_dir, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    add_debug_flag(p, top=False)
     p.set_defaults(run=_pca)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    try:
-        return args.run(args)
-    except Exception as err:  # command-line tool: say what went wrong, no traceback
-        if args.verbose:
-            raise
-        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    from .draw import GraphvizNotFoundError
+
+    return run_main(args.run, args, prog=f"analysis {args.command}", debug=args.debug, expected=(GraphvizNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import json
 import subprocess
 import sys
 
+from neuralgraph.cli_args import ArgumentParser, positive_int
+
 LLAMA_8B = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
             "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
             "rope_theta": 500000.0, "tie_word_embeddings": False}
@@ -146,11 +148,11 @@ def verify_table(only: str, trials: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="only configurations up to 1M parameters")
     parser.add_argument("--only", default="", help="only models whose name contains this (e.g. gpt2, llama)")
     parser.add_argument("--verify", action="store_true", help="real-size convert + verify instead (GPT-2, BERT, ViT)")
-    parser.add_argument("--trials", type=int, default=8, help="verify's trials= for --verify (default 8)")
+    parser.add_argument("--trials", type=positive_int, default=8, help="verify's trials= for --verify (default 8)")
     args = parser.parse_args()
     if args.verify:
         verify_table(args.only, args.trials)

@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from neuralgraph.cli_args import ArgumentParser, positive_float, positive_int
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 
@@ -366,7 +368,7 @@ def progress(i: int, n: int, row: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--heads", choices=["base", "all"], default="all", help="base model only, or every head")
     parser.add_argument("--only", default="", help="comma-separated model types (e.g. gpt2,t5)")
     parser.add_argument("--quick", action="store_true", help=f"base models of {', '.join(QUICK)} (for CI)")
@@ -374,8 +376,8 @@ def main() -> None:
                         "their rows in the written docs/results/hf_coverage.{md,json}")
     parser.add_argument("--write", action="store_true", help="write docs/results/hf_coverage.{md,json} "
                         "even for a partial run (--only, --quick, --heads base, --arch)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per row (default 120)")
-    parser.add_argument("--jobs", type=int, default=1, help="rows run at once (default 1)")
+    parser.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per row (default 120)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="rows run at once (default 1)")
     parser.add_argument("--arch", help="force this converter (e.g. traced) instead of the library's choice")
     parser.add_argument("--row", nargs=2, metavar=("TYPE", "AUTO"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from neuralgraph.cli_args import ArgumentParser, existing_dir, thread_count
 from nowcast.jump_error import load_comparable
 from nowcast.jump_landing import jump_landings
 from nowcast.metadataset import MetaDataset
@@ -27,12 +28,12 @@ from nowcast.tasks import DataNotFoundError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--trajectories", required=True, help="folder of collected run folders (nowcast collect)")
     p.add_argument("--runs", default=None, help="comma-separated run ids inside it (default: all; one task's runs)")
     p.add_argument("--checkpoints", required=True, help="comma-separated checkpoints (nowcast.save folders or official .pt files)")
-    p.add_argument("--data-dir", default=None, help="folder holding the task's dataset")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data-dir", type=existing_dir, default=None, help="existing folder holding the task's dataset")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch CPU threads (default 1)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)

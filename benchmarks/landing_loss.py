@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from neuralgraph.cli_args import ArgumentParser, existing_dir, positive_int, thread_count
 from nowcast.landing_loss import LandingLoss
 from nowcast.metadataset import MetaDataset
 from nowcast.metatrain import MetaTrainConfig, window_terms
@@ -40,13 +41,13 @@ def _time(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trajectories", required=True, help="folder of collected run folders (nowcast collect)")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--trajectories", type=existing_dir, required=True, help="folder of collected run folders (nowcast collect)")
     p.add_argument("--runs", required=True, help="comma-separated run ids inside it")
-    p.add_argument("--hid", type=int, default=64, help="NiNo width (default 64, the shipped checkpoints')")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--data-dir", default=None, help="folder holding the tasks' datasets")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hid", type=positive_int, default=64, help="NiNo width (default 64, the shipped checkpoints')")
+    p.add_argument("--repeats", type=positive_int, default=10, help="windows timed per run (default 10)")
+    p.add_argument("--data-dir", type=existing_dir, default=None, help="existing folder holding the tasks' datasets")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch CPU threads (default 1)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = NiNoModel(MetaTrainConfig(hid=args.hid).nino_config(), edge_chunk=None).train()

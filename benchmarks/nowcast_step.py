@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from neuralgraph.cli_args import ArgumentParser, positive_float, positive_int
+
 ROWS = [
     ("gpt2 64w 3L 4H", {"n_embd": 64, "n_layer": 3, "n_head": 4}),
     ("gpt2 128w 4L 4H", {"n_embd": 128, "n_layer": 4, "n_head": 4}),
@@ -59,12 +61,12 @@ print(json.dumps(dict(params=graph.num_params, edges=graph.num_edges, graph_s=t1
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     default = Path(__file__).resolve().parents[2] / "shared" / "checkpoints" / "official" / "nino_no_posw.pt"
     parser.add_argument("--checkpoint", default=str(default), help="NiNo checkpoint (default: the published nino_no_posw.pt)")
-    parser.add_argument("-k", type=int, default=40, help="horizon (default 40)")
+    parser.add_argument("-k", type=positive_int, default=40, help="horizon (default 40)")
     parser.add_argument(
-        "--lr-interval", type=float, default=None,
+        "--lr-interval", type=positive_float, default=None,
         help="the regime a regime-conditioned checkpoint reads (base lr x steps between states; required for those)",
     )
     parser.add_argument("--gpt2-124m", action="store_true", help="also run GPT-2 124M (takes minutes)")

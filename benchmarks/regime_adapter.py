@@ -22,6 +22,7 @@ import torch
 
 import neuralgraph as ng
 import nowcast
+from neuralgraph.cli_args import ArgumentParser, existing_path, positive_int, thread_count
 from neuralgraph.examples import FMConvNet
 from nowcast import NiNoConfig, NiNoModel
 
@@ -61,11 +62,11 @@ def _time(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "nino-cpu"), help="the plain checkpoint")
-    parser.add_argument("--adapter", default=None, help="a trained regime-adapter checkpoint (default: the plain one + random offsets)")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--checkpoint", type=existing_path, default=str(ROOT / "checkpoints" / "nino-cpu"), help="the plain checkpoint")
+    parser.add_argument("--adapter", type=existing_path, default=None, help="a trained regime-adapter checkpoint (default: the plain one + random offsets)")
+    parser.add_argument("--repeat", type=positive_int, default=5, help="predictions timed per graph (default 5)")
+    parser.add_argument("--threads", type=thread_count, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = nowcast.load(args.checkpoint)

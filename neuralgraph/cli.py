@@ -1,4 +1,6 @@
-"""``neuralgraph`` command line: convert a built-in example model, summarize it, verify it."""
+"""``neuralgraph`` command line: convert a built-in example model, summarize it, verify it.
+
+Errors are reported on one line (``--debug`` shows the traceback)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 import torch
 
 from . import registry
+from .cli_args import ArgumentParser, add_debug_flag, int_range, plain, positive_int, run_main, seed
 from .examples import EXAMPLES, build_example
 from .verify import verify
 
@@ -48,29 +51,34 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="neuralgraph", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The ``neuralgraph`` argument parser (abbreviated options are refused)."""
+    parser = ArgumentParser(prog="neuralgraph", description=plain(__doc__), allow_abbrev=False)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("inspect", help="convert an example model, print its node groups and verify it")
+    add_debug_flag(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "inspect", help="convert an example model, print its node groups and verify it", allow_abbrev=False,
+        description="Convert a built-in example model to its neural graph, print the node groups and verify the graph.",
+    )
     p.add_argument("model", nargs="?", default="fm16", choices=sorted(EXAMPLES), help="example model (default fm16)")
-    p.add_argument("--arch", default=None, help="converter to use (default: chosen automatically)")
-    p.add_argument("--lpe", type=int, default=8, help="positional-encoding columns (default 8)")
-    p.add_argument("--trials", type=int, default=8, help="good and bad permutations to try (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", default=None, help="converter to use (default: chosen automatically; see 'neuralgraph list')")
+    p.add_argument("--lpe", type=int_range(0, 1024), default=8, help="positional-encoding columns, 0 for none (default 8)")
+    p.add_argument("--trials", type=positive_int, default=8, help="good and bad permutations to try (default 8)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("--no-verify", action="store_true", help="skip the verifier")
+    add_debug_flag(p, top=False)
     p.set_defaults(run=_inspect)
-    p = sub.add_parser("list", help="list registered converters and example models")
+    p = sub.add_parser("list", help="list registered converters and example models", allow_abbrev=False)
+    add_debug_flag(p, top=False)
     p.set_defaults(run=_list)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.run(args)
-    except Exception as err:  # command-line tool: say what went wrong, no traceback
-        if args.verbose:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_main(args.run, args, prog=f"neuralgraph {args.command}", debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,9 @@
-"""``nowcast`` command line: one nowcasting step on saved checkpoints, offline
-(``nowcast compare`` and ``nowcast tasks`` live in :mod:`nowcast.cli_compare`).
-
-    python -m nowcast.cli step CHECKPOINTS... --predictor P (--k K | --step S --max-train-steps N) --out OUT
-
-Inputs (oldest first; the last ``ctx`` states are used):
-
-- a directory whose sub-directories are ``save_pretrained`` checkpoints (``config.json`` plus
-  ``model.safetensors`` / ``pytorch_model.bin``, sharded or not), ordered by the numbers in their
-  names (``checkpoint-200``, ``checkpoint-400``, ...); or several such checkpoint directories,
-  in the order given. The output is a new ``save_pretrained`` directory (config + safetensors,
-  plus the other small files of the last checkpoint, such as tokenizer files).
-- a file of stacked states (``.pt`` / ``.pth`` read with ``weights_only=True``, or
-  ``.safetensors``) holding ``states`` ``[P, T]`` (column t = state t, oldest first), and for
-  predictors that need the graph either ``params`` (a list of ``(name, shape)``) with ``arch``
-  (a registered converter) and optionally ``config`` (a dict), or ``--config`` pointing at a
-  Hugging Face config. The output has the same format with ``states`` ``[P, 1]`` = the prediction.
-
-Predictors: ``linefit``, ``linefit+``, or a NiNo / WNN+ checkpoint (a published ``.pt`` or a
-``nowcast.save`` directory).
+"""``nowcast`` command line. ``nowcast step`` (here) jumps saved checkpoints offline: it predicts
+future parameters from the last ``ctx`` checkpoints or stacked states and writes them in the
+input's format (:data:`STEP_DESCRIPTION` is its ``--help``). ``compare`` and ``tasks`` live in
+:mod:`nowcast.cli_compare`; ``collect``, ``metatrain``, ``build-checkpoint`` and ``model-card`` in
+:mod:`nowcast.cli_metatrain`. Counts, numbers and paths are checked while parsing (see
+:mod:`neuralgraph.cli_args`); errors are reported on one line, ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from neuralgraph.cli_args import (
+    ArgumentParser,
+    add_debug_flag,
+    existing_path,
+    int_range,
+    nonnegative_int,
+    positive_int,
+    run_main,
+    torch_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +146,9 @@ def _read_states_file(path: Path) -> tuple[dict[str, Any], dict[str, str] | None
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         return dict(load_file(str(path))), meta
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as a torch file of stacked states: {exc}") from exc
+    from .safe_load import load_torch_file
+
+    blob = load_torch_file(path, "torch file of stacked states", InputError)
     if isinstance(blob, torch.Tensor):
         blob = {"states": blob}
     if not isinstance(blob, dict):
@@ -210,6 +206,11 @@ def _resolve_k(args: argparse.Namespace, seq_len: int) -> int:
         return args.k
     if args.step is None or args.max_train_steps is None:
         raise InputError("give the horizon with --k, or --step and --max-train-steps (and --period) to use the schedule")
+    if args.max_train_steps // args.period > MAX_JUMPS:
+        raise InputError(
+            f"--max-train-steps {args.max_train_steps} with --period {args.period} makes {args.max_train_steps // args.period:,} jumps; "
+            f"at most {MAX_JUMPS:,} are accepted (check both numbers)"
+        )
     schedule = horizon_schedule(args.max_train_steps, args.period, seq_len)
     return schedule[min(args.step // args.period, len(schedule) - 1)]
 
@@ -222,6 +223,9 @@ def _step(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite and (out.is_file() or any(out.iterdir())):
         raise InputError(f"{out} exists; choose another --out or pass --overwrite")
+    blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise InputError(f"cannot write {out}: {blocked} is a file, not a folder")
     key = args.predictor.strip().lower()
     if key in ("linefit", "linefit+"):
         predictor = as_nowcaster(key)
@@ -279,6 +283,7 @@ def _step(args: argparse.Namespace) -> int:
             raise InputError(f"the {predictor.name} prediction contains NaN/Inf; nothing written")
         if out.suffix != inputs[0].suffix:
             log.warning("writing %s in the input's format (%s)", out, inputs[0].suffix)
+        out.parent.mkdir(parents=True, exist_ok=True)
         _write_states_file(out, blob, meta, theta, info)
     else:
         import neuralgraph
@@ -295,48 +300,85 @@ def _step(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nowcast", description="NiNo parameter nowcasting: jump saved checkpoints (step), compare methods on tasks (compare, tasks).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+STEP_DESCRIPTION = """\
+Predict future parameters from saved checkpoints and write them, offline.
+
+    nowcast step CHECKPOINTS... --predictor P (--k K | --step S --max-train-steps N) --out OUT
+
+Inputs (oldest first; the last ctx states are used):
+
+- a directory whose sub-directories are save_pretrained checkpoints (config.json plus
+  model.safetensors or pytorch_model.bin, sharded or not), ordered by the numbers in their
+  names (checkpoint-200, checkpoint-400, ...); or several such checkpoint directories, in the
+  order given. The output is a new save_pretrained directory (config and safetensors, plus the
+  other small files of the last checkpoint, such as tokenizer files).
+- a file of stacked states (.pt or .pth, read with weights_only=True, or .safetensors) holding
+  'states' [P, T] (column t = state t, oldest first), and for predictors that need the graph
+  either 'params' (a list of (name, shape)) with 'arch' (a registered converter) and optionally
+  'config' (a dict), or --config pointing at a Hugging Face config. The output has the same
+  format with 'states' [P, 1] = the prediction.
+
+Predictors: linefit, linefit+, or a NiNo / WNN+ checkpoint (a published .pt file or a folder
+written by nowcast.save).
+"""
+
+MAX_JUMPS = 1_000_000
+"""Most jumps a horizon schedule may have (--max-train-steps / --period); more is a typo."""
+
+
+def _kept_step(args: argparse.Namespace) -> str:
+    return f"{args.out} is written last: unless it was reported as written, rerun the command (with --overwrite if it exists)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nowcast`` argument parser with every sub-command (abbreviated options are refused)."""
+    parser = ArgumentParser(
+        prog="nowcast", allow_abbrev=False,
+        description="NiNo parameter nowcasting: jump saved checkpoints (step), compare methods on tasks (compare, tasks), "
+        "build NiNo checkpoints (collect, metatrain, build-checkpoint, model-card). Errors are reported on one line; "
+        "--debug shows the traceback.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    add_debug_flag(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "step",
         help="predict future parameters from the last ctx checkpoints and write them",
-        description=__doc__,
+        description=STEP_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     p.add_argument("inputs", nargs="+", help="a directory of checkpoint sub-directories, several checkpoint directories, or a states file")
     p.add_argument("--out", required=True, help="output directory (checkpoints) or file (states)")
     p.add_argument("--predictor", required=True, help="'linefit', 'linefit+', or a NiNo / WNN+ checkpoint path")
-    p.add_argument("--k", type=int, default=None, help="horizon in state intervals (the spacing of the inputs)")
-    p.add_argument("--step", type=int, default=None, help="training step of the last input (to use the horizon schedule)")
-    p.add_argument("--max-train-steps", type=int, default=None, help="planned training length (horizon schedule)")
-    p.add_argument("--period", type=int, default=1000, help="steps between jumps (horizon schedule, default 1000)")
-    p.add_argument("--ctx", type=int, default=None, help="states used by the baselines (default 5; NiNo models fix their own)")
+    p.add_argument("--k", type=positive_int, default=None, help="horizon in state intervals (the spacing of the inputs)")
+    p.add_argument("--step", type=nonnegative_int, default=None, help="training step of the last input (to use the horizon schedule)")
+    p.add_argument("--max-train-steps", type=positive_int, default=None, help="planned training length (horizon schedule)")
+    p.add_argument("--period", type=positive_int, default=1000, help="steps between jumps (horizon schedule, default 1000)")
+    p.add_argument("--ctx", type=int_range(2), default=None, help="states used by the baselines (default 5; NiNo models fix their own)")
     p.add_argument("--per-block", action="store_true", help="predict one transformer block at a time")
     p.add_argument(
         "--lr-interval", type=float, default=None,
-        help="learning rate x steps between two inputs (required by regime-conditioned checkpoints)",
+        help="learning rate x steps between two inputs, a number > 0 (required by regime-conditioned checkpoints)",
     )
-    p.add_argument("--config", default=None, help="Hugging Face config (dir or config.json) describing a states file's network")
+    p.add_argument("--config", type=existing_path, default=None, help="Hugging Face config (dir or config.json) describing a states file's network")
     p.add_argument("--arch", default=None, help="converter name for the graph (default: chosen automatically)")
-    p.add_argument("--device", default=None, help="device for the NiNo model (default cpu)")
+    p.add_argument("--device", type=torch_device, default=None, help="device for the NiNo model (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out")
-    p.set_defaults(run=_step)
+    add_debug_flag(p, top=False)
+    p.set_defaults(run=_step, kept=_kept_step)
     from .cli_compare import add_parsers
     from .cli_metatrain import add_parsers as add_metatrain_parsers
 
     add_parsers(sub)
     add_metatrain_parsers(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.run(args)
-    except Exception as err:  # command-line tool: say what went wrong, no traceback
-        if args.verbose:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_main(args.run, args, prog=f"nowcast {args.command}", debug=args.debug, kept=getattr(args, "kept", None))
 
 
 if __name__ == "__main__":

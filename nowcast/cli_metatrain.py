@@ -16,6 +16,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from neuralgraph.cli_args import (
+    add_debug_flag,
+    comma_list,
+    existing_dir,
+    existing_file,
+    existing_path,
+    nonnegative_float,
+    nonnegative_int,
+    output_dir,
+    positive_float,
+    positive_int,
+    seed,
+    thread_count,
+)
+
 __all__ = ["add_parsers"]
 
 TRAJECTORIES = "trajectories"
@@ -158,8 +173,9 @@ def _runs_from_args(args: argparse.Namespace):
     from .collect import RunSpec, get_recipe
 
     if args.task:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        mults = [float(m) for m in args.lr_mults.split(",") if m.strip()]
+        seeds, mults = args.seeds, args.lr_mults  # lists, checked while parsing
+        if args.steps is not None and args.steps % args.every:
+            raise ValueError(f"--steps {args.steps} must be a multiple of --every {args.every} (the steps between snapshots)")
         return [RunSpec(args.task, s, mults[i % len(mults)], args.steps, args.every) for i, s in enumerate(seeds)]
     return get_recipe(args.recipe)
 
@@ -279,6 +295,8 @@ def _metatrain(args: argparse.Namespace) -> int:
             f"recipe {recipe.name} routes between two recipes' models ({recipe.route.below}, {recipe.route.above}): "
             f"build it with `nowcast build-checkpoint --recipe {recipe.name}`, or meta-train either recipe on its own"
         )
+    if recipe is not None:
+        _check_before_collecting(args, recipe)
     work = Path(args.work) if args.work else Path("runs") / (args.recipe or "custom")
     base = dict(recipe.metatrain) if recipe is not None else {}
     return _metatrain_stage(args, recipe, work, base, {})
@@ -289,6 +307,7 @@ def _build(args: argparse.Namespace) -> int:
 
     _threads(args)
     recipe = get_recipe(args.recipe)
+    _check_before_collecting(args, recipe)
     if args.dry_run:
         print(_plan(recipe, args.workers or recipe.workers))
         return 0
@@ -309,6 +328,32 @@ def _build(args: argparse.Namespace) -> int:
         return _build_routed(args, recipe, work)
     print("stage 2/3 + 3/3: meta-training and export", flush=True)
     return _metatrain_stage(args, recipe, work, dict(recipe.metatrain), {})
+
+
+def _check_before_collecting(args: argparse.Namespace, recipe: Any) -> None:
+    """Refuse meta-training settings that would only fail after the (long) collection or the
+    reading of the trajectories: the overrides on the command line must make a valid configuration
+    for the recipe (or for each expert of a routed one), and a checkpoint to start from must exist."""
+    for plain_recipe in recipe.experts().values() if recipe.route is not None else (recipe,):
+        _config(args, dict(plain_recipe.metatrain))
+    if recipe.init_from and not getattr(args, "init_from", None) and not Path(recipe.init_from).exists():
+        raise FileNotFoundError(
+            f"recipe {recipe.name} starts meta-training from the checkpoint {recipe.init_from}, which does not exist here: "
+            "run from the project root (the recipe's path is relative) or build that checkpoint first"
+        )
+
+
+def _kept_collect(args: argparse.Namespace) -> str:
+    return f"finished runs are kept in {_work(args) / TRAJECTORIES} and an unfinished run continues from its last snapshot: rerun the same command"
+
+
+def _kept_metatrain(args: argparse.Namespace) -> str:
+    work = Path(args.work) if args.work else Path("runs") / (args.recipe or "custom")
+    return f"meta-training continues from its last checkpoint in {work / METATRAIN}: rerun the same command"
+
+
+def _kept_build(args: argparse.Namespace) -> str:
+    return f"collected runs and the last meta-training checkpoint are kept in {_work(args)}: rerun the same command to continue"
 
 
 def _build_routed(args: argparse.Namespace, recipe: Any, work: Path) -> int:
@@ -387,40 +432,46 @@ def _model_card(args: argparse.Namespace) -> int:
     if card.is_dir():
         card = card / "MODEL_CARD.md"
     for source in args.append:
-        append_evaluation(card, source)
+        try:
+            append_evaluation(card, source)
+        except (ValueError, KeyError, TypeError) as err:  # not the JSON that nowcast compare writes
+            detail = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise ValueError(f"{source} is not a results file written by nowcast compare ({detail})") from err
         print(f"appended {source} to {card}")
     return 0
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; per process when collecting in parallel)")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch threads (default 1; per process when collecting in parallel)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_flag(p, top=False)
 
 
 def _add_metatrain_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("meta-training overrides (default: the recipe's)")
-    g.add_argument("--hid", type=int, default=None)
-    g.add_argument("--layers", type=int, default=None)
-    g.add_argument("--steps", type=int, default=None, help="meta-training steps")
-    g.add_argument("--batch", type=int, default=None, help="windows per step")
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--wd", type=float, default=None)
-    g.add_argument("--warmup", type=int, default=None)
+    g.add_argument("--hid", type=positive_int, default=None, help="hidden width of the NiNo model")
+    g.add_argument("--layers", type=positive_int, default=None, help="message-passing layers")
+    g.add_argument("--steps", type=positive_int, default=None, help="meta-training steps")
+    g.add_argument("--batch", type=positive_int, default=None, help="windows per step")
+    g.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
+    g.add_argument("--wd", type=nonnegative_float, default=None, help="weight decay")
+    g.add_argument("--warmup", type=nonnegative_int, default=None, help="steps of linear warm-up")
     g.add_argument("--horizon-weighting", choices=("window", "target"), default=None, help="how a window's horizons are averaged in the loss")
     g.add_argument(
-        "--landing-weight", type=float, default=None,
+        "--landing-weight", type=nonnegative_float, default=None,
         help="weight of the landing term: the excess task loss where each window's farthest prediction lands (needs the tasks' data)",
     )
     g.add_argument("--select", choices=("val_loss", "val_jump", "val_landing"), default=None, help="validation metric that selects the exported weights")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--checkpoint-every", type=int, default=None)
-    g.add_argument("--eval-every", type=int, default=None)
+    g.add_argument("--seed", type=seed, default=None, help="random seed")
+    g.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
+    g.add_argument("--eval-every", type=positive_int, default=None, help="steps between evaluations")
     p.add_argument("--restart", action="store_true", help="ignore an existing meta-training checkpoint and start over")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``collect``, ``metatrain``, ``build-checkpoint`` and ``model-card`` on the ``nowcast`` command line."""
     from .collect import RECIPES
+    from .tasks import tasks
 
     recipes = sorted(RECIPES)
     c = sub.add_parser(
@@ -428,43 +479,48 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="train tasks with their base optimizer and save parameter trajectories (resumable)",
         description="Collect the trajectories of a recipe (or of --task/--seeds runs) into WORK/trajectories. "
         "Finished runs are skipped; an interrupted run continues exactly from its last snapshot.",
+        allow_abbrev=False,
     )
     c.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe (default nino-cpu)")
-    c.add_argument("--task", default=None, help="collect ad-hoc runs of this task instead of a recipe")
-    c.add_argument("--seeds", default="100", help="with --task: comma-separated seeds (default 100)")
-    c.add_argument("--lr-mults", default="1", help="with --task: learning-rate multipliers, cycled over the seeds")
-    c.add_argument("--steps", type=int, default=None, help="with --task: training steps (default: the task's)")
-    c.add_argument("--every", type=int, default=200, help="with --task: steps between snapshots (default 200)")
-    c.add_argument("--work", default=None, help="work folder (default runs/RECIPE); trajectories go to WORK/trajectories")
-    c.add_argument("--workers", type=int, default=None, help="runs in parallel processes (default: the recipe's)")
-    c.add_argument("--data-dir", default=None, help="folder holding the datasets")
+    c.add_argument("--task", default=None, choices=sorted(tasks()), help="collect ad-hoc runs of this task instead of a recipe")
+    c.add_argument("--seeds", type=comma_list(seed, "seeds"), default="100", help="with --task: comma-separated seeds (default 100)")
+    c.add_argument(
+        "--lr-mults", type=comma_list(positive_float, "numbers > 0"), default="1",
+        help="with --task: learning-rate multipliers, cycled over the seeds",
+    )
+    c.add_argument("--steps", type=positive_int, default=None, help="with --task: training steps (default: the task's)")
+    c.add_argument("--every", type=positive_int, default=200, help="with --task: steps between snapshots (default 200)")
+    c.add_argument("--work", type=output_dir, default=None, help="work folder (default runs/RECIPE); trajectories go to WORK/trajectories")
+    c.add_argument("--workers", type=positive_int, default=None, help="runs in parallel processes (default: the recipe's)")
+    c.add_argument("--data-dir", type=existing_dir, default=None, help="existing folder holding the datasets")
     _add_common(c)
-    c.set_defaults(run=_collect)
+    c.set_defaults(run=_collect, kept=_kept_collect)
 
     m = sub.add_parser(
         "metatrain",
         help="meta-train a NiNo model on collected trajectories and export it (resumable)",
         description="Meta-train on WORK/trajectories (or --trajectories) with the recipe's settings; checkpoints in "
         "WORK/metatrain (rerun to continue); writes OUT/config.json, model.safetensors, training_curve.png, MODEL_CARD.md.",
+        allow_abbrev=False,
     )
     m.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe whose meta-training settings to use")
-    m.add_argument("--work", default=None, help="work folder (default runs/RECIPE)")
-    m.add_argument("--trajectories", default=None, help="folder of collected runs to train on (default: the recipe's runs in WORK/trajectories)")
+    m.add_argument("--work", type=output_dir, default=None, help="work folder (default runs/RECIPE)")
+    m.add_argument("--trajectories", type=existing_dir, default=None, help="folder of collected runs to train on (default: the recipe's runs in WORK/trajectories)")
     m.add_argument(
-        "--val-trajectories", default=None,
+        "--val-trajectories", type=existing_dir, default=None,
         help="folder of collected runs used only for validation: the exported weights are those with the lowest loss on them "
         "(default: the recipe's validation runs)",
     )
-    m.add_argument("--out", required=True, help="checkpoint folder to write")
-    m.add_argument("--data-dir", default=None, help="folder holding the datasets (for the landing term)")
+    m.add_argument("--out", type=output_dir, required=True, help="checkpoint folder to write")
+    m.add_argument("--data-dir", type=existing_dir, default=None, help="existing folder holding the datasets (for the landing term)")
     m.add_argument(
-        "--init-from", default=None,
+        "--init-from", type=existing_path, default=None,
         help="fine-tune: start from this checkpoint's weights (same architecture; a regime-conditioned recipe may start "
         "from an unconditioned checkpoint, its regime maps then start at zero)",
     )
     _add_metatrain_options(m)
     _add_common(m)
-    m.set_defaults(run=_metatrain)
+    m.set_defaults(run=_metatrain, kept=_kept_metatrain)
 
     b = sub.add_parser(
         "build-checkpoint",
@@ -472,26 +528,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Reproduce a checkpoint: collection (recipe runs) -> meta-dataset -> meta-training -> "
         "OUT/{config.json, model.safetensors, training_curve.png, MODEL_CARD.md}. Rerun the same command to continue "
         "after an interruption.",
+        allow_abbrev=False,
     )
     b.add_argument("--recipe", default="nino-cpu", choices=recipes, help="recipe (default nino-cpu)")
-    b.add_argument("--out", required=True, help="checkpoint folder to write (e.g. checkpoints/nino-cpu)")
-    b.add_argument("--work", default=None, help="work folder for trajectories and checkpoints (default runs/RECIPE)")
+    b.add_argument("--out", type=output_dir, required=True, help="checkpoint folder to write (e.g. checkpoints/nino-cpu)")
+    b.add_argument("--work", type=output_dir, default=None, help="work folder for trajectories and checkpoints (default runs/RECIPE)")
     b.add_argument(
-        "--workers", type=int, default=None,
+        "--workers", type=positive_int, default=None,
         help="collection processes in parallel, and for a routed recipe whether its two experts meta-train at once (2+) (default: the recipe's)",
     )
-    b.add_argument("--data-dir", default=None, help="folder holding the datasets")
+    b.add_argument("--data-dir", type=existing_dir, default=None, help="existing folder holding the datasets")
     b.add_argument("--restart", action="store_true", help="start meta-training over (collected runs are kept)")
     b.add_argument("--dry-run", action="store_true", help="print the recipe's runs and estimated times, do nothing")
-    b.add_argument("--metatrain-threads", type=int, default=None,
+    b.add_argument("--metatrain-threads", type=thread_count, default=None,
                    help="torch threads for meta-training (default: --threads; 2 only helps on an otherwise idle 2-core machine)")
     _add_common(b)
-    b.set_defaults(run=_build)
+    b.set_defaults(run=_build, kept=_kept_build)
 
     card = sub.add_parser(
         "model-card",
         help="append steps-to-target results (nowcast compare JSON) to a checkpoint's MODEL_CARD.md",
+        allow_abbrev=False,
     )
-    card.add_argument("card", help="MODEL_CARD.md or the checkpoint folder holding it")
-    card.add_argument("--append", nargs="+", action="extend", required=True, help="JSON files written by `nowcast compare` (OUT/TASK.json)")
+    card.add_argument("card", type=existing_path, help="MODEL_CARD.md or the checkpoint folder holding it")
+    card.add_argument(
+        "--append", type=existing_file, nargs="+", action="extend", required=True,
+        help="JSON files written by 'nowcast compare' (OUT/TASK.json)",
+    )
+    add_debug_flag(card, top=False)
     card.set_defaults(run=_model_card)

@@ -20,7 +20,7 @@ from .collect import RunSpec, collect_run
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Collect the one run given as JSON (what :func:`nowcast.collect.collect` passes)."""
-    parser = argparse.ArgumentParser(prog="python -m nowcast.collect_worker", description="collect one run (used by collect(workers=N))")
+    parser = argparse.ArgumentParser(prog="python -m nowcast.collect_worker", description="collect one run (used by collect(workers=N))", allow_abbrev=False)
     parser.add_argument("--run", required=True, help="RunSpec as JSON")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=1)

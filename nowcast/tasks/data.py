@@ -1,7 +1,7 @@
 """Offline datasets for the tasks: where to find them and how to read them.
 
-Nothing here downloads. Each dataset is looked up, in order, in the directory the user passes,
-under ``$NOWCAST_DATA``, in ``../shared/data`` next to the current directory or next to this
+Nothing here downloads. Each dataset is looked up, in order, in the directory the user passes
+(which must exist: a folder given on purpose is never silently replaced by the others), under ``$NOWCAST_DATA``, in ``../shared/data`` next to the current directory or next to this
 project's checkout, and in the system location a Debian package installs (FashionMNIST:
 ``apt-get install dataset-fashion-mnist`` -> ``/usr/share/datasets/fashion-mnist``). When none
 has the files, :class:`DataNotFoundError` lists every place it looked.
@@ -68,9 +68,19 @@ def find_dataset(name: str, files: Sequence[str], data_dir: str | os.PathLike | 
         return (d / f).is_file() or (f.endswith(".gz") and (d / f[:-3]).is_file())
 
     searched = data_search_path(name, data_dir)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        # a folder named on purpose is never silently replaced by the default places
+        others = "\n  ".join(str(d) for d in data_search_path(name))
+        raise DataNotFoundError(
+            f"the data folder {data_dir} (data_dir, command line: --data-dir) "
+            f"{'is not a folder' if Path(data_dir).exists() else 'does not exist'}; dataset '{name}' needs "
+            f"{', '.join(files)}. Without a data folder it is looked for in:\n  {others}"
+        )
     for d in searched:
         if all(has(d, f) for f in files):
             log.debug("dataset %s found in %s", name, d)
+            if data_dir is not None and d not in searched[:2]:
+                log.warning("dataset %s is not in the data folder %s; using %s", name, data_dir, d)
             return d
     where = "\n  ".join(str(d) for d in searched)
     hint = " or `apt-get install dataset-fashion-mnist`" if name in SYSTEM_DIRS else ""

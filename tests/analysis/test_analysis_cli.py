@@ -50,7 +50,7 @@ def test_draw_registered_attention_example(tmp_path, capsys):
 def test_draw_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     assert main(["draw", "resnet9000", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "resnet9000" in err and err.count("\n") == 1
+    assert err.startswith("analysis draw: error: ") and "resnet9000" in err and err.count("\n") == 1
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["draw", "mlp", "--kind", "graph", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -99,7 +99,7 @@ def test_symmetry(tmp_path, capsys):
 def test_symmetry_error_exit_2(tmp_path, capsys):
     pytest.importorskip("analysis.symmetry")
     assert main(["symmetry", "--arch", "sequential", "--n", "10", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    assert capsys.readouterr().err.startswith("analysis symmetry: error: ")
 
 
 def test_python_m_analysis_help():

@@ -20,7 +20,7 @@ def test_compare_prints_steps_to_target_and_writes_the_plot(tmp_path, capsys):
 def test_compare_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
     code = main(["compare", "--methods", "adam,nino", "--nino-checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error:") and "none.pt" in err
+    assert code == 2 and err.startswith("nowcast compare: error:") and "none.pt" in err
 
 
 def test_tasks_lists_recipes_and_targets(capsys):
