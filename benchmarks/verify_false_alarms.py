@@ -13,7 +13,6 @@ deviation (the model's own round-off).
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import sys
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 import neuralgraph
+from neuralgraph.cli_args import ArgumentParser, positive_int
 
 
 def _sequential(r: random.Random) -> nn.Module:
@@ -166,13 +166,11 @@ def table(rows: list[dict], converters: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--seeds", type=int, default=100, help="models per converter (default 100)")
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=positive_int, default=100, help="models per converter (default 100)")
     p.add_argument("--only", default=None, help=f"comma-separated converters (default all: {', '.join(FACTORIES)})")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
     args = p.parse_args(argv)
-    if args.seeds < 1 or args.jobs < 1:
-        p.error("--seeds and --jobs must be positive")
     names = [n.strip() for n in args.only.split(",")] if args.only else list(FACTORIES)
     unknown = sorted(set(names) - set(FACTORIES))
     if unknown:

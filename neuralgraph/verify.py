@@ -15,7 +15,7 @@
   the group left unpermuted: e.g. queries permuted but not keys, or a unit's incoming weights but
   not its outgoing ones; one tensor of a stacked edge such as SwiGLU's gate without its up
   projection; or a unit moved across segments/heads): the outputs must change — by more than
-  ``change_tol`` (1e-13 relative) and more than 10 times the largest change a good permutation
+  ``change_tol`` (1e-11 relative) and more than 10 times the largest change a good permutation
   caused (the model's own round-off) — *and* the graph's fingerprint must change (so the graphs
   are not isomorphic).
 * **inert blocks** — when a bad permutation leaves the outputs where they were but changes the
@@ -53,6 +53,11 @@ __all__ = ["verify", "VerificationReport", "Check", "model_outputs"]
 log = logging.getLogger(__name__)
 
 INERT_FACTOR = 1000.0
+
+LOCAL_STEP = 1e-5
+"""Size (relative to a block's largest value) of the small change with which the verifier asks
+whether the outputs are flat in a block around the drawn parameters: a bad permutation of a
+block the outputs are flat in (while large noise still flips them) cannot be told from round-off."""
 """A block counts as inert when replacing its values by noise as large as themselves moves the
 outputs by at most this many times the bad-permutation threshold: a permutation of it, which
 changes it no more than that noise, cannot be expected to clear the threshold."""
@@ -255,7 +260,7 @@ def verify(
     inputs: Any = None,
     arch: str | None = None,
     rtol: float | None = None,
-    change_tol: float = 1e-13,
+    change_tol: float = 1e-11,
     exhaustive: bool | None = None,
 ) -> VerificationReport:
     """Check a model's neural graph against the model's real function.
@@ -346,12 +351,13 @@ def verify(
         vector, ref, ref_scale = second
         return float((runner.outputs(permute_params(graph, vector, perms, skip=skip), perms) - ref).abs().max()) / ref_scale
 
-    def sensitivity(side) -> float:
-        """Relative output change when the block (or stacked tensor) ``side`` leaves out is
-        replaced by noise of its own magnitude: ~0 means the block has no effect here."""
+    def sensitivity(side, step: float = 1.0) -> float:
+        """Relative output change when noise ``step`` times as large as the block (or stacked
+        tensor) ``side`` leaves out is added to it: ~0 means the block has no effect here."""
         block = graph.block(side[0])
         values = block.view.read(theta)
-        perturbed = values + torch.randn(values.shape, generator=noise, dtype=values.dtype) * (float(values.abs().max()) + 1.0)
+        scale = (float(values.abs().max()) + 1.0) * step
+        perturbed = values + torch.randn(values.shape, generator=noise, dtype=values.dtype) * scale
         if side[1] == "slot":  # only the one stacked tensor gets noise
             keep = torch.ones(values.shape[-1], dtype=torch.bool)
             keep[block.view.columns(side[2])] = False
@@ -488,13 +494,23 @@ def verify(
             continue
         if not ok and kind == "inconsistent" and same is False and not math.isnan(deviation):
             effect = sensitivity(side)
+            local = sensitivity(side, LOCAL_STEP) / LOCAL_STEP if effect > INERT_FACTOR * threshold else effect
+            part = f"tensor {side[2]} of block '{side[0]}'" if side[1] == "slot" else f"block '{side[0]}'"
             if effect <= INERT_FACTOR * threshold:
-                part = f"tensor {side[2]} of block '{side[0]}'" if side[1] == "slot" else f"block '{side[0]}'"
                 detail = (
                     f"({part} has almost no effect on the outputs for these parameters and inputs: replacing it by noise "
                     f"moved them by only {effect:.1e} (under {INERT_FACTOR * threshold:.1e}), the permutation by "
                     f"{deviation:.1e}; the graph changed as it should)"
                 )
+            elif local <= INERT_FACTOR * threshold:
+                detail = (
+                    f"(the outputs are flat in {part} around these parameters — a layer norm over very few features "
+                    f"keeps only signs, or units saturate: noise {LOCAL_STEP:.0e} times its size moved them by "
+                    f"{local * LOCAL_STEP:.1e} (a full-size change by {local:.1e} if they were linear, under "
+                    f"{INERT_FACTOR * threshold:.1e}); only changes large enough to cross a sign show, and the permutation "
+                    f"moved them by {deviation:.1e}; the graph changed as it should)"
+                )
+            if effect <= INERT_FACTOR * threshold or local <= INERT_FACTOR * threshold:
                 report.checks.append(Check("inert", what, tuple(sym.groups), True, deviation, same, detail))
                 continue
         report.checks.append(Check("bad", what, tuple(sym.groups), ok, deviation, same, detail))
