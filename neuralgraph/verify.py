@@ -7,8 +7,9 @@
   for a stack of states;
 * **good permutations** — drawn from the graph's declared symmetries: the permuted model's
   outputs equal the original's (relative deviation ``max|y' - y| / max|y|`` at most ``rtol``,
-  default 1e-6: the copy runs in float64, where reordered sums differ by ~1e-15, but some models
-  compute parts in float32 regardless — Hugging Face RMSNorm does, ~1e-7), the permutation is an
+  default 1e-6: the copy runs in float64 throughout — also where the model's code asks for
+  float32, as Hugging Face RMSNorm and softmax do (``float64_mode``) — so reordered sums differ
+  by ~1e-15), the permutation is an
   automorphism of the graph structure, and the
   graph of the permuted parameters has the same Weisfeiler-Lehman fingerprint;
 * **bad permutations** — a declared symmetry broken on purpose (one parameter block incident to
@@ -22,7 +23,8 @@
   graph, the verifier asks whether the block it left out matters at all for these parameters and
   inputs (a saturated activation, collapsed token representations, a zero input): it replaces
   that block's values by noise as large as the values themselves. If the outputs move by less
-  than ``INERT_FACTOR`` (1000) times the threshold, the permutation cannot be tested at this draw;
+  than ``INERT_FACTOR`` (1000) times the threshold — or the outputs are flat in the block (noise
+  ``LOCAL_STEP`` times its size moves them by ~0) — the permutation cannot be tested at this draw;
   it is reported as ``inert`` instead of failing (when *every* bad permutation is inert, the
   report fails: nothing was tested).
 
