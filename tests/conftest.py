@@ -33,6 +33,12 @@ def shared_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference() -> Path:
+    """The NiNo authors' reference graphs, vendored (``tests/data/reference``)."""
+    return REPO / "tests" / "data" / "reference"
+
+
+@pytest.fixture(scope="session")
 def shared() -> Path:
     path = shared_path()
     if not (path / "reference").is_dir():

@@ -15,9 +15,9 @@ def tiny(lm_head=True, **overrides):
     return cls(transformers.GPT2Config(**cfg)).eval()
 
 
-def test_matches_reference_except_key_bias(shared):
+def test_matches_reference_except_key_bias(reference):
     """Isomorphic to the authors' GPT-2 graph, except the documented K-bias placement."""
-    ref = torch.load(shared / "reference" / "graph_gpt2_e6.pt", weights_only=True)
+    ref = torch.load(reference / "graph_gpt2_e6.pt", weights_only=True)
     model = tiny()
     assert [(n, tuple(p.shape)) for n, p in model.named_parameters()] == [tuple(p) for p in ref["params"]]
     g = ng.convert(model)

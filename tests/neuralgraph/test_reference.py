@@ -1,4 +1,4 @@
-"""Compatibility with graphs built by the NiNo authors' code (``../shared/reference``).
+"""Compatibility with graphs built by the NiNo authors' code (``tests/data/reference``).
 
 The reference files number nodes their own way, so the test derives the node correspondence from
 the parameters: ``edge_attr_index_plus1`` holds, on every parameter edge, the flat index + 1 of
@@ -56,8 +56,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_isomorphic_to_reference(shared, name):
-    ref = torch.load(shared / "reference" / name, weights_only=True)
+def test_isomorphic_to_reference(reference, name):
+    ref = torch.load(reference / name, weights_only=True)
     model = CASES[name]
     assert [(n, tuple(p.shape)) for n, p in model.named_parameters()] == [tuple(p) for p in ref["params"]]
     graph = ng.convert(model)
@@ -71,8 +71,8 @@ def test_isomorphic_to_reference(shared, name):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_positional_encodings_match_reference(shared, name):
-    ref = torch.load(shared / "reference" / name, weights_only=True)
+def test_positional_encodings_match_reference(reference, name):
+    ref = torch.load(reference / name, weights_only=True)
     graph = ng.convert(CASES[name])
     spectrum = laplacian_spectrum(graph.num_nodes, graph.connections(), 10)
     assert torch.allclose(spectrum, ref["lpe_laplacian_eigvals_f64"], atol=1e-6)
