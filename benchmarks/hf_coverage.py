@@ -130,6 +130,56 @@ PER_TYPE: dict[str, dict[str, Any]] = {
     "siglip": {"text_config": TEXT_TOWER, "vision_config": VISION_TOWER},
 }
 
+# Popular types beyond the 56 (``--beyond``: base models, their own table): decoders, encoders,
+# encoder-decoders, vision and speech models, and a few whose layers have no neuron symmetry the
+# library can state (Jamba's and RecurrentGemma's recurrences, RWKV's time mixing).
+BEYOND = (
+    "olmoe phimoe granitemoe jetmoe dbrx persimmon nemotron glm glm4 helium exaone4 codegen xglm biogpt mpt "
+    "bitnet diffllama camembert data2vec-text ernie megatron-bert roformer funnel squeezebert xlm longformer "
+    "big_bird pegasus marian m2m_100 blenderbot led mt5 umt5 longt5 switch_transformers levit poolformer pvt "
+    "pvt_v2 convnextv2 focalnet efficientnet mobilenet_v2 vit_mae data2vec-vision yolos vit_msn bit swinv2 "
+    "hiera ijepa cvt hubert wavlm data2vec-audio sew unispeech jamba rwkv recurrent_gemma llama4_text"
+).split()
+
+DROP = object()  # a per-type value that removes a generic override (Funnel sets depth by block_sizes)
+
+_STAGES2 = {"hidden_sizes": [16, 32], "depths": [1, 1]}
+PER_TYPE.update({
+    "levit": {"hidden_sizes": [16, 32], "num_attention_heads": [2, 4], "depths": [1, 1], "key_dim": [8, 8],
+              "mlp_ratio": [2, 2], "attention_ratio": [2, 2], "patch_size": 16, "image_size": 64,
+              "down_ops": [["Subsample", 8, 2, 4, 2, 2]]},
+    "poolformer": {**_STAGES2, "patch_sizes": [7, 3], "strides": [4, 2], "padding": [2, 1], "num_encoder_blocks": 2},
+    "pvt": {**_STAGES2, "sequence_reduction_ratios": [2, 1], "patch_sizes": [4, 2], "strides": [4, 2],
+            "num_attention_heads": [1, 2], "mlp_ratios": [2, 2], "num_encoder_blocks": 2},
+    "pvt_v2": {**_STAGES2, "sr_ratios": [2, 1], "patch_sizes": [7, 3], "strides": [4, 2], "num_attention_heads": [1, 2],
+               "mlp_ratios": [2, 2], "num_encoder_blocks": 2, "image_size": 32},
+    "convnextv2": {**_STAGES2, "num_stages": 2, "patch_size": 4},
+    "focalnet": {"embed_dim": 16, "hidden_sizes": [16, 32], "depths": [1, 1], "focal_levels": [2, 2],
+                 "focal_windows": [3, 3], "patch_size": 4},
+    "efficientnet": {"image_size": 32, "width_coefficient": 0.25, "depth_coefficient": 0.25, "hidden_dim": 64,
+                     "kernel_sizes": [3, 5], "in_channels": [32, 16], "out_channels": [16, 24], "strides": [1, 2],
+                     "num_block_repeats": [1, 1], "expand_ratios": [1, 2]},
+    "mobilenet_v2": {"image_size": 32, "depth_multiplier": 0.25},
+    "bit": {**_STAGES2, "embedding_size": 16, "layer_type": "bottleneck", "num_groups": 4},
+    "swinv2": {"embed_dim": 16, "depths": [1, 1], "num_heads": [2, 4], "window_size": 4, "patch_size": 4, "mlp_ratio": 2.0,
+               "pretrained_window_sizes": [0, 0]},
+    "hiera": {"embed_dim": 16, "image_size": [32, 32], "patch_size": [3, 3], "patch_stride": [2, 2], "patch_padding": [1, 1],
+              "depths": [1, 1], "num_heads": [1, 2], "query_stride": [2, 2], "masked_unit_size": [4, 4],
+              "masked_unit_attention": [True, False], "mlp_ratio": 2.0, "num_query_pool": 1},
+    "cvt": {"embed_dim": [8, 16, 32], "num_heads": [1, 2, 4], "depth": [1, 2, 3], "mlp_ratio": [2.0, 2.0, 2.0],
+            "drop_path_rate": [0.0, 0.0, 0.0]},
+    "funnel": {"block_sizes": [1, 1], "num_hidden_layers": DROP},
+    "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0},
+             "ffn_config": {"ffn_hidden_size": 32, "moe_num_experts": 4, "moe_top_k": 2}},
+    "yolos": {"image_size": [32, 32], "num_detection_tokens": 4},
+    "data2vec-vision": {"out_indices": [1, 2], "pool_scales": [1, 2], "auxiliary_channels": 16},
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1,
+              "mamba_d_state": 4, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": 4},
+    "recurrent_gemma": {"lru_width": 32, "attention_window_size": 8, "block_types": ["recurrent", "attention"]},
+    "longformer": {"attention_window": 8},
+    "big_bird": {"attention_type": "original_full"},
+})
+
 for _speech in ("hubert", "wavlm", "data2vec-audio", "sew", "unispeech"):  # wav2vec2's feature encoder
     PER_TYPE.setdefault(_speech, PER_TYPE["wav2vec2"])
 
@@ -148,7 +198,7 @@ def tiny_config(model_type: str):
     default = AutoConfig.for_model(model_type)
     kwargs = {k: v for k, v in GENERIC.items() if _settable_scalar(default, k)}
     kwargs.update(PER_TYPE.get(model_type, {}))
-    return AutoConfig.for_model(model_type, **kwargs)
+    return AutoConfig.for_model(model_type, **{k: v for k, v in kwargs.items() if v is not DROP})
 
 
 def _settable_scalar(config, name: str) -> bool:
@@ -372,6 +422,8 @@ def main() -> None:
     parser.add_argument("--heads", choices=["base", "all"], default="all", help="base model only, or every head")
     parser.add_argument("--only", default="", help="comma-separated model types (e.g. gpt2,t5)")
     parser.add_argument("--quick", action="store_true", help=f"base models of {', '.join(QUICK)} (for CI)")
+    parser.add_argument("--beyond", action="store_true", help=f"base models of {len(BEYOND)} popular types beyond the "
+                        "56, written to docs/results/hf_coverage_beyond.{md,json}")
     parser.add_argument("--update", action="store_true", help="rerun the --only types (all heads) and replace "
                         "their rows in the written docs/results/hf_coverage.{md,json}")
     parser.add_argument("--write", action="store_true", help="write docs/results/hf_coverage.{md,json} "
@@ -389,14 +441,14 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    types = QUICK if args.quick else [t.strip() for t in args.only.split(",") if t.strip()] or TYPES
+    types = QUICK if args.quick else BEYOND if args.beyond else [t.strip() for t in args.only.split(",") if t.strip()] or TYPES
     from transformers import CONFIG_MAPPING
 
     unknown = [t for t in types if t not in TYPES and t not in CONFIG_MAPPING]
     if unknown:  # types beyond the 56 are fine where transformers knows them (generic overrides only)
         parser.error(f"unknown model types {unknown}; the table's types are {', '.join(TYPES)}, and any "
                      "model_type transformers knows may be named")
-    heads = "base" if args.quick else args.heads
+    heads = "base" if args.quick or args.beyond else args.heads
     todo = plan(types, heads)
     print(f"{len(todo)} rows for {len(types)} types", file=sys.stderr, flush=True)
 
@@ -427,11 +479,12 @@ def main() -> None:
     text = markdown(rows, types, command.strip())
     print(text)
     partial = (args.quick or args.only or heads != "all" or args.arch) and not args.update
-    if args.write or not partial:
+    if args.write or args.beyond or not partial:
+        stem = "hf_coverage_beyond" if args.beyond else "hf_coverage"
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "hf_coverage.md").write_text(text)
-        (RESULTS / "hf_coverage.json").write_text(json.dumps(rows, indent=1) + "\n")
-        print(f"wrote {RESULTS / 'hf_coverage.md'} and {RESULTS / 'hf_coverage.json'}", file=sys.stderr)
+        (RESULTS / f"{stem}.md").write_text(text)
+        (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
+        print(f"wrote {RESULTS / stem}.md and .json", file=sys.stderr)
 
 
 if __name__ == "__main__":
