@@ -175,6 +175,17 @@ def _random_nino(seed: int, hid: int = 32):
     return model.eval()
 
 
+def _checkpoint_model(predictor: Any, args: argparse.Namespace):
+    """The NiNoModel of ``--checkpoint`` whose graph embeddings ``--embed`` plots (for a regime
+    router, the expert of this run's regime: Adam lr x period / ctx)."""
+    if hasattr(predictor, "expert"):  # nowcast.RegimeRouter
+        predictor = predictor.expert(args.lr * args.period / predictor.ctx)
+    model = getattr(predictor, "model", None)
+    if model is None:
+        raise ValueError(f"--embed needs a NiNo / WNN+ model, and {args.checkpoint} gives {predictor.name}")
+    return model
+
+
 def _pca(args: argparse.Namespace) -> int:
     import copy
 
@@ -193,7 +204,9 @@ def _pca(args: argparse.Namespace) -> int:
     data = _digits(args.seed)
     channels = {"fm16": (16, 32, 32), "fm32": (32, 64, 64)}[args.model]
     initial = FMConvNet(channels)
-    predictor: Any = args.checkpoint if args.checkpoint else args.predictor
+    # the checkpoint is read (and the embedding model chosen) before any training, so a bad one fails at once
+    predictor = nowcast.resolve(args.checkpoint if args.checkpoint else args.predictor)
+    meta = _checkpoint_model(predictor, args) if args.embed and args.checkpoint else None
     label = f"Adam + {Path(args.checkpoint).stem if args.checkpoint else args.predictor}"
     rows = [("run", "snapshots", "jumps", "last loss", "val acc")]
     runs = []
@@ -223,9 +236,7 @@ def _pca(args: argparse.Namespace) -> int:
         import neuralgraph
 
         graph = neuralgraph.convert(initial)
-        if args.checkpoint:
-            meta = nowcast.load(args.checkpoint)
-        else:
+        if meta is None:
             meta = _random_nino(args.seed)
         windows = len(runs[0]) - meta.config.ctx + 1
         stride = max(1, -(-windows // 60))  # about 60 windows per run

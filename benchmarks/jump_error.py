@@ -21,7 +21,7 @@ import torch
 
 from neuralgraph.cli_args import ArgumentParser, thread_count
 from nowcast.jump_error import jump_errors, load_comparable
-from nowcast.metadataset import MetaDataset
+from nowcast.metatrain import MetaDataset
 
 
 def main(argv: list[str] | None = None) -> int:

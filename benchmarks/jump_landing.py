@@ -23,7 +23,7 @@ import torch
 from neuralgraph.cli_args import ArgumentParser, existing_dir, thread_count
 from nowcast.jump_error import load_comparable
 from nowcast.jump_landing import jump_landings
-from nowcast.metadataset import MetaDataset
+from nowcast.metatrain import MetaDataset
 from nowcast.tasks import DataNotFoundError
 
 

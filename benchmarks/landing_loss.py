@@ -24,8 +24,7 @@ import torch
 
 from neuralgraph.cli_args import ArgumentParser, existing_dir, positive_int, thread_count
 from nowcast.landing_loss import LandingLoss
-from nowcast.metadataset import MetaDataset
-from nowcast.metatrain import MetaTrainConfig, window_terms
+from nowcast.metatrain import MetaDataset, MetaTrainConfig, window_terms
 from nowcast.model import NiNoModel
 from nowcast.tasks import DataNotFoundError
 

@@ -1,7 +1,8 @@
 """nowcast: NiNo parameter nowcasting — the model, its baselines and the optimizer wrapper.
 
 See ``docs/design.md``, ``docs/nino.md`` (the model) and ``docs/nowcast_optimizer.md``
-(prediction, baselines, the :class:`NiNo` optimizer wrapper and the command line), ``docs/tasks.md``
+(prediction, baselines, the :class:`NiNo` optimizer wrapper and the command line; :func:`resolve`
+turns any predictor spec (a method name, a checkpoint path, a model) into a nowcaster), ``docs/tasks.md``
 (tasks, :func:`train` and the steps-to-target comparison :func:`compare`), ``docs/metatraining.md``
 (trajectory collection, the meta-training dataset and loop, our own checkpoints).
 """
@@ -9,16 +10,28 @@ See ``docs/design.md``, ``docs/nino.md`` (the model) and ``docs/nowcast_optimize
 from .baselines import WNN, Linefit, LinefitPlus
 from .benchmark import Comparison, compare
 from .checkpoint import CheckpointError, load, save
-from .collect import RECIPES, Recipe, RunSpec, collect_run, load_trajectory
-from .collect import collect as collect_trajectories  # not `collect`: that name is the submodule
 from .config import NiNoConfig
 from .jump_error import JumpErrors, jump_errors
-from .metadataset import GraphCache, MetaDataset, WindowItem
-from .metatrain import MetaTrainConfig, MetaTrainResult, load_result, window_loss
-from .metatrain import metatrain as meta_train  # not `metatrain`: that name is the submodule
+from .metatrain import (
+    RECIPES,
+    GraphCache,
+    MetaDataset,
+    MetaTrainConfig,
+    MetaTrainResult,
+    Recipe,
+    RunSpec,
+    WindowItem,
+    append_evaluation,
+    collect_run,
+    load_result,
+    load_trajectory,
+    window_loss,
+    write_model_card,
+)
+from .metatrain import collect as collect_trajectories
 from .metatrain import export as export_checkpoint
+from .metatrain import metatrain as meta_train  # not `metatrain`: that name is the subpackage
 from .methods import METHODS, Method, resolve_method
-from .model_card import append_evaluation, write_model_card
 from .model import NiNoEmbedding, NiNoModel
 from .optim import NiNo, horizon_schedule
 from .predict import (
@@ -32,6 +45,7 @@ from .predict import (
     predict,
 )
 from .regime_router import RegimeRouter
+from .resolver import resolve
 from .scaling import LayerScales, param_sizes, scale_states, unscale
 from .training import RunResult, train
 
@@ -74,6 +88,7 @@ __all__ = [
     "RegimeRouter",
     "Recipe",
     "RECIPES",
+    "resolve",
     "resolve_method",
     "RunResult",
     "RunSpec",

@@ -1,12 +1,13 @@
 """Reading and writing NiNo checkpoints.
 
-Two formats are read by :func:`load`:
+Three formats are read by :func:`load` (through :func:`nowcast.resolver.load_checkpoint`):
 
 - the published ``.pt`` files: a ``torch.save``d dict ``{'state_dict': ..., 'model_args': {...}}``
   (``model_args`` lists only the arguments that differ from the defaults), read with
   ``torch.load(weights_only=True)`` — no code from the file is executed;
 - our own format, a directory with ``config.json`` (the :class:`NiNoConfig` fields) and
-  ``model.safetensors`` (the state dict), written by :func:`save` / :meth:`NiNoModel.save`.
+  ``model.safetensors`` (the state dict), written by :func:`save` / :meth:`NiNoModel.save`;
+- a regime router's directory (:mod:`nowcast.regime_router`), loaded as a :class:`RegimeRouter`.
 
 A state dict that does not fit the architecture raises :class:`CheckpointError` naming every
 missing and unexpected parameter and every shape mismatch.
@@ -18,12 +19,15 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .config import NiNoConfig
 from .model import DEFAULT_EDGE_CHUNK, NiNoModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .regime_router import RegimeRouter
 
 __all__ = ["CONFIG_FILE", "CheckpointError", "FORMAT_NAME", "WEIGHTS_FILE", "load", "save"]
 
@@ -152,24 +156,29 @@ def _load_directory(path: Path, edge_chunk: int | None) -> NiNoModel:
     return _build(config, read_directory_weights(path), str(path), edge_chunk)
 
 
-def load(path: str | Path, *, edge_chunk: int | None = DEFAULT_EDGE_CHUNK) -> NiNoModel:
-    """Load a NiNo model (in eval mode, on the CPU) from a published ``.pt`` file or our directory format.
+def load(path: str | Path, *, edge_chunk: int | None = DEFAULT_EDGE_CHUNK) -> NiNoModel | RegimeRouter:
+    """Load a checkpoint (in eval mode, on the CPU): a published ``.pt`` file, our directory format,
+    or a regime-router directory.
 
     Args:
-        path: a ``.pt`` file as published by the NiNo authors, or a directory written by
-            :func:`save`.
+        path: a ``.pt`` file as published by the NiNo authors, a directory written by
+            :func:`save`, or one written by :meth:`nowcast.RegimeRouter.save` (such as the shipped
+            ``checkpoints/nino-cpu-routed``).
         edge_chunk: passed to :class:`NiNoModel`.
+
+    Returns:
+        a :class:`NiNoModel`, except for a regime-router directory: then the
+        :class:`nowcast.RegimeRouter` of its two models (``.below.model`` / ``.above.model``), which
+        every place taking a predictor accepts as it accepts a model. The rules are
+        :func:`nowcast.resolver.load_checkpoint`'s, the reader behind :func:`nowcast.resolve`.
 
     Raises:
         FileNotFoundError: ``path`` (or a file the directory format needs) does not exist.
         CheckpointError: the file cannot be read, or its parameters do not fit its configuration.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no NiNo checkpoint at {path}")
-    if path.is_dir():
-        return _load_directory(path, edge_chunk)
-    return _load_official(path, edge_chunk)
+    from .resolver import load_checkpoint
+
+    return load_checkpoint(path, edge_chunk=edge_chunk)
 
 
 def save(model: NiNoModel, directory: str | Path) -> Path:

@@ -2,7 +2,7 @@
 future parameters from the last ``ctx`` checkpoints or stacked states and writes them in the
 input's format (:data:`STEP_DESCRIPTION` is its ``--help``). ``compare`` and ``tasks`` live in
 :mod:`nowcast.cli_compare`; ``collect``, ``metatrain``, ``build-checkpoint`` and ``model-card`` in
-:mod:`nowcast.cli_metatrain`. Counts, numbers and paths are checked while parsing (see
+:mod:`nowcast.metatrain.cli`. Counts, numbers and paths are checked while parsing (see
 :mod:`neuralgraph.cli_args`); errors are reported on one line, ``--debug`` shows the traceback.
 """
 
@@ -216,9 +216,8 @@ def _resolve_k(args: argparse.Namespace, seq_len: int) -> int:
 
 
 def _step(args: argparse.Namespace) -> int:
-    from .checkpoint import load
-    from .predict import as_nowcaster, predict
-    from .regime_router import RegimeRouter, is_router_checkpoint
+    from .predict import predict
+    from .resolver import resolve
 
     out = Path(args.out)
     if out.exists() and not args.overwrite and (out.is_file() or any(out.iterdir())):
@@ -226,22 +225,8 @@ def _step(args: argparse.Namespace) -> int:
     blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
     if blocked is not None:
         raise InputError(f"cannot write {out}: {blocked} is a file, not a folder")
-    key = args.predictor.strip().lower()
-    if key in ("linefit", "linefit+"):
-        predictor = as_nowcaster(key)
-    else:
-        path = Path(args.predictor)
-        if not path.exists():
-            raise InputError(f"predictor {args.predictor!r} is neither 'linefit', 'linefit+' nor an existing checkpoint")
-        if is_router_checkpoint(path):
-            predictor = RegimeRouter.load(path)
-            if args.device:
-                predictor.to(args.device)
-        else:
-            model = load(path)
-            if args.device:
-                model = model.to(args.device)
-            predictor = as_nowcaster(model)
+    # every form nowcast.resolve accepts: linefit, linefit+, nino, wnn+, nino@PATH, a checkpoint file or folder
+    predictor = resolve(args.predictor, device=args.device)
     fixed = getattr(predictor, "ctx", None)
     if args.ctx is not None and fixed is not None and args.ctx != fixed:
         raise InputError(f"predictor {predictor.name} reads ctx={fixed} states, not --ctx {args.ctx}")
@@ -318,8 +303,9 @@ Inputs (oldest first; the last ctx states are used):
   'config' (a dict), or --config pointing at a Hugging Face config. The output has the same
   format with 'states' [P, 1] = the prediction.
 
-Predictors: linefit, linefit+, or a NiNo / WNN+ checkpoint (a published .pt file or a folder
-written by nowcast.save).
+Predictors: linefit, linefit+, nino or wnn+ (their default checkpoints), nino@PATH, or a NiNo /
+WNN+ checkpoint (a published .pt file, a folder written by nowcast.save, or a regime-router
+folder such as checkpoints/nino-cpu-routed).
 """
 
 MAX_JUMPS = 1_000_000
@@ -350,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="a directory of checkpoint sub-directories, several checkpoint directories, or a states file")
     p.add_argument("--out", required=True, help="output directory (checkpoints) or file (states)")
-    p.add_argument("--predictor", required=True, help="'linefit', 'linefit+', or a NiNo / WNN+ checkpoint path")
+    p.add_argument("--predictor", required=True, help="'linefit', 'linefit+', 'nino', 'wnn+', nino@PATH, or a NiNo / WNN+ / routed checkpoint path")
     p.add_argument("--k", type=positive_int, default=None, help="horizon in state intervals (the spacing of the inputs)")
     p.add_argument("--step", type=nonnegative_int, default=None, help="training step of the last input (to use the horizon schedule)")
     p.add_argument("--max-train-steps", type=positive_int, default=None, help="planned training length (horizon schedule)")
@@ -368,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_debug_flag(p, top=False)
     p.set_defaults(run=_step, kept=_kept_step)
     from .cli_compare import add_parsers
-    from .cli_metatrain import add_parsers as add_metatrain_parsers
+    from .metatrain.cli import add_parsers as add_metatrain_parsers
 
     add_parsers(sub)
     add_metatrain_parsers(sub)

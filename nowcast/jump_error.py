@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .metadataset import MetaDataset, WindowItem
 from .optim import horizon_schedule
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: nowcast.metatrain's training imports this module
+    from .metatrain.dataset import MetaDataset, WindowItem
 
 __all__ = ["JumpErrors", "JumpScore", "jump_errors", "jump_windows", "load_comparable"]
 

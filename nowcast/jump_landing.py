@@ -21,15 +21,17 @@ import os
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .jump_error import jump_windows
-from .metadataset import MetaDataset
 from .predict import predict
 from .tasks import get_task
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from .metatrain.dataset import MetaDataset
 
 __all__ = ["JumpLandings", "jump_landings", "load_flat"]
 

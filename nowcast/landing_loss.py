@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from .jump_error import jump_windows
-from .metadataset import MetaDataset, WindowItem
 from .scaling import unscale
 from .tasks import get_task
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: nowcast.metatrain's training imports this module
+    from .metatrain.dataset import MetaDataset, WindowItem
 
 __all__ = ["LandingLoss", "LandingScore", "param_slots"]
 

@@ -33,7 +33,8 @@ from torch.optim import Optimizer
 
 from neuralgraph.params import check_finite, normalize_specs
 
-from .predict import GraphPart, Nowcaster, as_nowcaster, context_hops, layer_parts, predict
+from .predict import GraphPart, Nowcaster, context_hops, layer_parts, predict
+from .resolver import resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from neuralgraph import NeuralGraph
@@ -80,7 +81,8 @@ class NiNo(Optimizer):
         model: the network being trained; its ``named_parameters()`` order is the flat order of
             the recorded states and of the graph. Every parameter of ``base`` must belong to it.
         predictor: a :class:`nowcast.NiNoModel`, any :class:`nowcast.Nowcaster` (NiNo, WNN+,
-            Linefit, Linefit+, WNN, your own), ``"linefit"`` / ``"linefit+"``, or a checkpoint path.
+            Linefit, Linefit+, WNN, your own), ``"linefit"`` / ``"linefit+"`` / ``"nino"``, or a
+            checkpoint path (anything :func:`nowcast.resolve` accepts).
         period: steps between jumps (default 1000); must be a multiple of ``ctx``.
         ctx: states per prediction (default 5; must match the predictor's ``ctx``).
         max_train_steps: planned length of training; sets the horizon schedule.
@@ -142,7 +144,7 @@ class NiNo(Optimizer):
         if period % ctx:
             raise ValueError(f"period ({period}) must be a multiple of ctx ({ctx}): a state is recorded every period/ctx steps")
         self.interval = period // ctx
-        self.predictor: Nowcaster = as_nowcaster(predictor)
+        self.predictor: Nowcaster = resolve(predictor)
         want = getattr(self.predictor, "ctx", None)
         if want is not None and want != ctx:
             raise ValueError(f"predictor {self.predictor.name} reads ctx={want} states but the wrapper was given ctx={ctx}")

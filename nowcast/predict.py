@@ -371,9 +371,12 @@ class ModelNowcaster:
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> ModelNowcaster:
         """Load a checkpoint with :func:`nowcast.load` (a published ``.pt`` file or our directory format)."""
-        from .checkpoint import load
+        from .checkpoint import CheckpointError, load
 
-        return cls(load(path), **kwargs)
+        model = load(path)
+        if not isinstance(model, NiNoModel):
+            raise CheckpointError(f"{path} holds a regime router of two models, not one: load it with nowcast.load or nowcast.resolve")
+        return cls(model, **kwargs)
 
     def predict(
         self, graph: NeuralGraph | None, states: torch.Tensor, k: int, *, lr_interval: float | None = None
@@ -410,34 +413,11 @@ class WNNPlus(ModelNowcaster):
 
 
 def as_nowcaster(predictor: Any) -> Nowcaster:
-    """Turn what users pass as a predictor into a :class:`Nowcaster`.
+    """Turn what users pass as a predictor into a :class:`Nowcaster`: the same as
+    :func:`nowcast.resolve` (kept under this name; see :mod:`nowcast.resolver` for what is accepted)."""
+    from .resolver import resolve
 
-    Accepts a :class:`Nowcaster` (returned as is), a :class:`NiNoModel` (wrapped as NiNo or WNN+
-    by its ``gnn`` flag), the names ``"linefit"`` / ``"linefit+"``, or a checkpoint path for
-    :func:`nowcast.load`.
-    """
-    if isinstance(predictor, NiNoModel):
-        return NiNoPredictor(predictor) if predictor.config.gnn else WNNPlus(predictor)
-    if isinstance(predictor, (str, Path)):
-        from .baselines import Linefit, LinefitPlus
-
-        key = str(predictor).strip().lower()
-        if key == "linefit":
-            return Linefit()
-        if key in ("linefit+", "linefitplus", "linefit_plus"):
-            return LinefitPlus()
-        from .checkpoint import load
-        from .regime_router import RegimeRouter, is_router_checkpoint
-
-        if is_router_checkpoint(predictor):
-            return RegimeRouter.load(predictor)
-        return as_nowcaster(load(predictor))
-    if isinstance(predictor, Nowcaster):
-        return predictor
-    raise TypeError(
-        f"cannot use a {type(predictor).__name__} as a predictor: pass a nowcast.NiNoModel, an object with "
-        "predict(graph, states, k), needs_graph and name, 'linefit', 'linefit+' or a checkpoint path"
-    )
+    return resolve(predictor)
 
 
 # ---------------------------------------------------------------------------------------- predict
@@ -454,7 +434,9 @@ def _predict_whole(
         return _predict_with_model(graph, states, k, predictor, pos=pos, edge_chunk=edge_chunk, lr_interval=lr_interval)
     if pos is not None:
         raise ValueError("pos= applies only when the predictor is a NiNoModel")
-    nowcaster = as_nowcaster(predictor)
+    from .resolver import resolve
+
+    nowcaster = resolve(predictor)
     if nowcaster.needs_graph and graph is None:
         raise ValueError(f"predictor {nowcaster.name} needs the neural graph: pass graph=neuralgraph.convert(model)")
     if getattr(nowcaster, "uses_lr_interval", False):
@@ -489,7 +471,7 @@ def predict(
             ``ValueError``) naming the parameter, its flat index and the state.
         k: horizon, a positive integer (for NiNo models at most ``config.seq_len``).
         model: a :class:`NiNoModel` (NiNo or WNN+), or any :class:`Nowcaster`; see
-            :func:`as_nowcaster` for the other accepted forms. Never modified.
+            :func:`nowcast.resolve` for the other accepted forms. Never modified.
         per_block: predict one part of ``graph.layers()`` at a time (bounds memory for large
             models; a graph network then sees each part on its own).
         parts: precomputed :func:`layer_parts` (saves rebuilding them at every call).
@@ -506,6 +488,10 @@ def predict(
     """
     k = _check_k(k)
     states = _check_states(states, graph)
+    if not isinstance(model, NiNoModel):
+        from .resolver import resolve
+
+        model = resolve(model)  # once: a checkpoint path is read here, not once per part
     if not per_block:
         return _predict_whole(graph, states, k, model, pos, edge_chunk, lr_interval)
     if pos is not None:

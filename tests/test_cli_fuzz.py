@@ -100,14 +100,12 @@ def light(monkeypatch, tmp_path_factory):
     import analysis.symmetry
     import analysis.trajectories
     import nowcast.benchmark
-    import nowcast.collect
-    import nowcast.metatrain
-    from nowcast import cli_metatrain
+    from nowcast.metatrain import cli as cli_metatrain
 
     monkeypatch.setattr(neuralgraph.cli, "verify", lambda *a, **k: "verified (stand-in)")
     monkeypatch.setattr(nowcast.benchmark, "compare", _stub_compare)
-    monkeypatch.setattr(nowcast.collect, "collect", lambda *a, **k: [])
-    monkeypatch.setattr(nowcast.metatrain, "metatrain", _no_metatraining)
+    monkeypatch.setattr(cli_metatrain, "collect", lambda *a, **k: [])
+    monkeypatch.setattr(cli_metatrain, "metatrain", _no_metatraining)
     monkeypatch.setattr(cli_metatrain, "_run_experts_in_parallel", lambda jobs, progress: [cli_metatrain._expert_job(*j) for j in jobs])
     monkeypatch.setattr(analysis.symmetry, "symmetry_experiment", lambda *a, **k: SimpleNamespace(table=lambda: "", figure=None))
     for name in ("draw_adjacency", "draw_graph", "draw_lpe"):

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import neuralgraph as ng
-from nowcast.collect import RECIPES, RunSpec, collect, collect_run, get_recipe, load_trajectory
-from nowcast.metatrain import MetaTrainConfig
+from nowcast.metatrain import RECIPES, MetaTrainConfig, RunSpec, collect, collect_run, get_recipe, load_trajectory
 from nowcast.tasks import get_task
 from nowcast.training import train
 
@@ -90,7 +89,7 @@ def test_finished_runs_are_not_redone(tmp_path, digits, monkeypatch):
     runs = [RunSpec("digits", 0, 1.0, 20, every=20), RunSpec("digits", 1, 2.0, 20, every=20)]
     dirs = collect(runs, tmp_path, progress=False)
     stamps = [(d / "params.npy").stat().st_mtime_ns for d in dirs]
-    import nowcast.collect as collect_mod
+    import nowcast.metatrain.collection as collect_mod
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished run was collected again")
@@ -191,7 +190,7 @@ def test_parallel_collection_equals_sequential(tmp_path, digits):
 
 
 def test_two_processes_never_write_one_run(tmp_path, digits):
-    from nowcast.collect import _RunLock
+    from nowcast.metatrain.collection import _RunLock
 
     spec = RunSpec("digits", 0, 1.0, 20, every=20)
     run_dir = tmp_path / spec.run_id

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nowcast.collect import RunSpec, collect_run
 from nowcast.jump_error import JumpScore, jump_errors, jump_windows
-from nowcast.metadataset import MetaDataset
+from nowcast.metatrain import MetaDataset, RunSpec, collect_run
 from nowcast.optim import horizon_schedule
 from nowcast.tasks import get_task
 

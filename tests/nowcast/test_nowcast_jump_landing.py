@@ -11,10 +11,9 @@ import torch
 from nowcast_testutils import small_nino
 
 import nowcast
-from nowcast.collect import RunSpec, collect_run
 from nowcast.jump_error import jump_windows
 from nowcast.jump_landing import FUTURE, LAST, jump_landings, load_flat
-from nowcast.metadataset import MetaDataset
+from nowcast.metatrain import MetaDataset, RunSpec, collect_run
 from nowcast.tasks import get_task
 
 SEQ_LEN = 8

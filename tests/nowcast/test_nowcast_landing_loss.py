@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from nowcast_testutils import interrupt_at
 
 import neuralgraph as ng
-from nowcast.collect import RunSpec, collect_run
 from nowcast.jump_error import jump_windows
 from nowcast.jump_landing import load_flat
 from nowcast.landing_loss import LandingLoss, LandingScore, param_slots
-from nowcast.metadataset import MetaDataset, _slot_mask
-from nowcast.metatrain import MetaTrainConfig, export, load_result, metatrain
+from nowcast.metatrain import MetaDataset, MetaTrainConfig, RunSpec, collect_run, export, load_result, metatrain
+from nowcast.metatrain.dataset import _slot_mask
 from nowcast.tasks import get_task
 
 SEQ_LEN = 8

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from nowcast import NiNoConfig, NiNoModel, predict, scale_states, unscale
-from nowcast.collect import RunSpec, collect_run
-from nowcast.metadataset import GraphCache, MetaDataset, arch_key
+from nowcast.metatrain import GraphCache, MetaDataset, RunSpec, arch_key, collect_run
 from nowcast.tasks import get_task
 
 SEQ_LEN = 8

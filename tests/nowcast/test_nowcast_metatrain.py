@@ -11,18 +11,20 @@ from nowcast_testutils import interrupt_at
 
 import nowcast
 from nowcast.benchmark import Comparison
-from nowcast.collect import RunSpec, collect_run
-from nowcast.metadataset import MetaDataset
 from nowcast.metatrain import (
+    MetaDataset,
     MetaTrainConfig,
+    RunSpec,
+    append_evaluation,
     baseline_losses,
+    collect_run,
     export,
     load_result,
     lr_at,
     metatrain,
     window_loss,
 )
-from nowcast.model_card import EVAL_PLACEHOLDER, append_evaluation
+from nowcast.metatrain.model_card import EVAL_PLACEHOLDER
 from nowcast.tasks import get_task
 from nowcast.training import RunResult
 
@@ -210,7 +212,7 @@ def test_fine_tuning_starts_from_the_given_weights(dataset, tmp_path):
     assert tuned.step == 1
     torch.manual_seed(0)
     start = nowcast.NiNoModel(small(lr_interval_input=True).nino_config())
-    from nowcast.metatrain import _start_from
+    from nowcast.metatrain.training import _start_from
 
     _start_from(start, base)
     with torch.no_grad():
@@ -296,8 +298,8 @@ def test_dry_run_plans_without_doing_anything(tmp_path, capsys):
     import dataclasses
 
     from nowcast.cli import main
-    from nowcast.cli_metatrain import _plan
-    from nowcast.collect import Recipe, get_recipe
+    from nowcast.metatrain import Recipe, get_recipe
+    from nowcast.metatrain.cli import _plan
 
     assert main(["build-checkpoint", "--recipe", "nino-cpu", "--out", str(tmp_path / "c"), "--work", str(tmp_path / "w"), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -328,8 +330,8 @@ def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys)
     import dataclasses
     import json
 
-    from nowcast.cli_metatrain import _check_recipe_file
-    from nowcast.collect import get_recipe
+    from nowcast.metatrain import get_recipe
+    from nowcast.metatrain.cli import _check_recipe_file
 
     recipe = get_recipe("digits-tiny")
     _check_recipe_file(tmp_path, recipe)

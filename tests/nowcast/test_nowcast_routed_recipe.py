@@ -11,7 +11,7 @@ import torch
 
 import nowcast
 from nowcast.cli import main
-from nowcast.collect import RECIPES, Recipe, Route, get_recipe
+from nowcast.metatrain import RECIPES, Recipe, Route, get_recipe
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import torch
 import neuralgraph as ng
 import nowcast
 from neuralgraph.examples import fm16
+from nowcast.metatrain.model_card import EVAL_HEADING, EVAL_PLACEHOLDER
 from nowcast.methods import SHIPPED_CHECKPOINT, default_checkpoint
-from nowcast.model_card import EVAL_HEADING, EVAL_PLACEHOLDER
 from nowcast.regime_router import RegimeRouter
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"

@@ -98,7 +98,7 @@ def test_a_checkpoint_that_fails_to_write_never_appears(tmp_path):
 
 
 def test_meta_training_export_is_all_or_nothing(tmp_path, monkeypatch):
-    import nowcast.model_card
+    import nowcast.metatrain.outputs
     from nowcast.metatrain import MetaTrainConfig, MetaTrainResult, export
     from nowcast.model import NiNoModel
 
@@ -112,7 +112,7 @@ def test_meta_training_export_is_all_or_nothing(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("killed while writing the card")
 
-    monkeypatch.setattr(nowcast.model_card, "write_model_card", broken)
+    monkeypatch.setattr(nowcast.metatrain.outputs, "write_model_card", broken)
     with pytest.raises(RuntimeError):
         export(result, tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists() and _no_leftovers(tmp_path) == []

@@ -1,4 +1,4 @@
-"""Training windows for NiNo meta-training, built from collected trajectories (:mod:`nowcast.collect`).
+"""Training windows for NiNo meta-training, built from collected trajectories (:mod:`nowcast.metatrain.collection`).
 
 A *window* is ``ctx`` consecutive snapshots of one trajectory (``spacing`` snapshots apart, 1 by
 default: 200 steps, so ``ctx = 5`` states span NiNo's period of 1000 steps) plus the snapshots
@@ -31,8 +31,13 @@ from typing import Any
 
 import torch
 
-from .collect import META_FILE, Trajectory, load_trajectory
-from .scaling import DEFAULT_EPS, LayerScales, scale_states
+import neuralgraph
+
+from ..checkpoint import CheckpointError
+from ..safe_load import load_torch_file
+from ..scaling import DEFAULT_EPS, LayerScales, scale_states
+from ..tasks import get_task
+from .trajectories import META_FILE, Trajectory, load_trajectory
 
 __all__ = ["GraphCache", "GraphInfo", "MetaDataset", "Window", "WindowItem", "arch_key", "find_trajectories"]
 
@@ -106,16 +111,12 @@ class GraphCache:
 
     @staticmethod
     def _build(meta: dict[str, Any]) -> Any:
-        import neuralgraph
-
         arch = meta["architecture"]
         pairs = [(str(name), tuple(int(s) for s in shape)) for name, shape in arch["params"]]
         lpe = int(arch.get("lpe", 8))
         try:
             return neuralgraph.convert(pairs, arch=arch["converter"], config=arch.get("converter_config"), lpe=lpe)
         except Exception as err:  # fall back to instantiating the task's model
-            from .tasks import get_task
-
             log.info("rebuilding the graph of %s from its task's model (%s)", meta.get("run_id"), err)
             model = get_task(meta["task"]).model(int(meta.get("seed", 0)))
             return neuralgraph.convert(model, arch=arch["converter"], lpe=lpe)
@@ -125,9 +126,6 @@ class GraphCache:
             return
         path = self.cache_dir / f"graph-{key}.pt"
         if path.is_file():
-            from .checkpoint import CheckpointError
-            from .safe_load import load_torch_file
-
             try:
                 blob = load_torch_file(path, "graph cache")
             except CheckpointError as err:  # a damaged cache is rebuilt, not fatal

@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .benchmark import Comparison
-    from .metatrain import MetaTrainResult
+    from ..benchmark import Comparison
+    from .work_folder import MetaTrainResult
 
 __all__ = ["append_evaluation", "evaluation_table", "write_model_card", "write_router_card"]
 
@@ -60,12 +60,25 @@ def write_model_card(
     curve: str | None = "training_curve.png",
 ) -> Path:
     """Write the card for a finished (or interrupted) meta-training ``result``."""
+    lines = [
+        *_overview_lines(result, recipe),
+        *_data_lines(result),
+        *_recipe_lines(result, curve),
+        *_result_lines(result, timings),
+        "", EVAL_HEADING, "", EVAL_PLACEHOLDER, "",
+    ]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, "\n".join(lines))
+    return path
+
+
+def _overview_lines(result: MetaTrainResult, recipe: Mapping[str, Any] | None) -> list[str]:
+    """The title; what the model reads, predicts and how to use it; its regime input; the recipe's description."""
     cfg = result.config
     ncfg = cfg.nino_config()
     n_params = sum(p.numel() for p in result.model.parameters())
     rows = result.dataset
-    tasks = sorted({r["task"] for r in rows})
-    n_windows = sum(r["windows"] for r in rows)
     name = (recipe or {}).get("name", "custom")
     spacings = sorted({int(r["every"]) for r in rows if r.get("every")}) or [200]
     spacing = " / ".join(str(e) for e in spacings)
@@ -110,7 +123,16 @@ def write_model_card(
         lines += [f"Only the regime parameters were trained; everything else is `{start}`'s, unchanged.", ""]
     if recipe and recipe.get("description"):
         lines += [f"Recipe `{name}`: {recipe['description']}.", ""]
-    lines += [
+    return lines
+
+
+def _data_lines(result: MetaTrainResult) -> list[str]:
+    """The training trajectories and, when the run had them, the validation trajectories."""
+    ncfg = result.config.nino_config()
+    rows = result.dataset
+    tasks = sorted({r["task"] for r in rows})
+    n_windows = sum(r["windows"] for r in rows)
+    lines = [
         "## Training data",
         "",
         f"{len(rows)} trajectories of the base optimizers on {', '.join(tasks) or '-'}; {n_windows} windows of "
@@ -129,12 +151,19 @@ def write_model_card(
             *_data_table(val_rows),
             "",
         ]
+    return lines
+
+
+def _recipe_lines(result: MetaTrainResult, curve: str | None) -> list[str]:
+    """The loss and optimisation settings, then the training-curve heading (and image)."""
+    cfg = result.config
+    ncfg = cfg.nino_config()
     weighting = (
         "mean per window, then over"
         if cfg.horizon_weighting == "window"
         else f"summed over the window's horizons and divided by seq_len={ncfg.seq_len}, so every (window, horizon) target weighs the same, then averaged over"
     )
-    lines += [
+    lines = [
         "## Recipe",
         "",
         f"- loss: L1 between predicted and true scaled changes, over all unmasked horizons and parameter slots "
@@ -151,8 +180,14 @@ def write_model_card(
     ]
     if curve:
         lines += [f"![training curve]({curve})", ""]
+    return lines
+
+
+def _result_lines(result: MetaTrainResult, timings: Mapping[str, float] | None) -> list[str]:
+    """How training went: steps and losses against the baselines, validation and selection, wall-clock time."""
+    cfg = result.config
     final_eval = result.evals["loss"][-1] if result.evals.get("loss") else None
-    lines += [
+    lines = [
         f"- steps done: {result.step} of {cfg.steps}; training loss over the last 10 % of steps: {_fmt(result.final_loss)};",
         f"- loss on {cfg.eval_windows} fixed windows (drawn from the training windows): first "
         f"{_fmt(result.evals['loss'][0] if result.evals.get('loss') else None)}, last {_fmt(final_eval)}; on the same "
@@ -182,11 +217,7 @@ def write_model_card(
     timings.setdefault("meta-training", result.wall_s)
     parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
     lines += [f"- wall-clock time: {parts}."]
-    lines += ["", EVAL_HEADING, "", EVAL_PLACEHOLDER, ""]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, "\n".join(lines))
-    return path
+    return lines
 
 
 def _expert_section(card: Path, side: str, copy_curve_to: Path) -> list[str]:

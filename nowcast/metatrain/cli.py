@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from neuralgraph.cli_args import (
     add_debug_flag,
@@ -30,6 +34,19 @@ from neuralgraph.cli_args import (
     seed,
     thread_count,
 )
+
+from ..checkpoint import load
+from ..regime_router import RegimeRouter
+from ..tasks import tasks
+from .collection import collect
+from .config import MetaTrainConfig
+from .dataset import MetaDataset
+from .model_card import append_evaluation, write_router_card
+from .outputs import export
+from .recipes import RECIPES, Recipe, RunSpec, get_recipe
+from .training import metatrain
+from .trajectories import META_FILE, load_trajectory
+from .work_folder import HISTORY_FILE
 
 __all__ = ["add_parsers"]
 
@@ -58,8 +75,6 @@ _LANDING_S = 0.032  # the landing term's task-network pass per window, whatever 
 
 def _metatrain_seconds(recipe: Any) -> tuple[float, str]:
     """Estimated meta-training seconds of a plain recipe on one free core, and a line saying so."""
-    from .metatrain import MetaTrainConfig
-
     cfg = MetaTrainConfig.from_dict(dict(recipe.metatrain))
     val_ids = {r.run_id for r in recipe.val_runs}
     windows, window_cost = 0, 0.0
@@ -80,8 +95,6 @@ def _metatrain_seconds(recipe: Any) -> tuple[float, str]:
 
 def _plan(recipe: Any, workers: int) -> str:
     """A table of the recipe's runs with estimated times (see _STEP_S / _WINDOW_S_HID64)."""
-    from .metatrain import MetaTrainConfig
-
     cfg = MetaTrainConfig.from_dict(dict(recipe.metatrain))
     by_task: dict[str, list] = {}
     for r in recipe.all_runs:
@@ -124,8 +137,6 @@ def _plan(recipe: Any, workers: int) -> str:
 
 
 def _threads(args: argparse.Namespace) -> None:
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -170,8 +181,6 @@ def _check_recipe_file(work: Path, recipe: Any) -> None:
 
 
 def _runs_from_args(args: argparse.Namespace):
-    from .collect import RunSpec, get_recipe
-
     if args.task:
         seeds, mults = args.seeds, args.lr_mults  # lists, checked while parsing
         if args.steps is not None and args.steps % args.every:
@@ -181,8 +190,6 @@ def _runs_from_args(args: argparse.Namespace):
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from .collect import Recipe, collect, load_trajectory
-
     _threads(args)
     runs = _runs_from_args(args)
     work = _work(args)
@@ -205,8 +212,6 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace, base: dict[str, Any]):
-    from .metatrain import MetaTrainConfig
-
     values = dict(base)
     for name in _OVERRIDES:
         value = getattr(args, name, None)
@@ -220,10 +225,6 @@ def _metatrain_stage(
 ) -> int:
     """Meta-train ``recipe`` in ``work`` and export to ``args.out``; ``collected`` is the folder of
     its trajectories when they are not ``work/trajectories`` (a routed recipe's shared collection)."""
-    from .collect import load_trajectory
-    from .metadataset import MetaDataset
-    from .metatrain import export, metatrain
-
     config = _config(args, base)
     custom = getattr(args, "trajectories", None)
     traj_dir = Path(custom) if custom else (collected or work / TRAJECTORIES)
@@ -244,8 +245,6 @@ def _metatrain_stage(
     print(f"meta-training on {len(dataset.trajectories)} trajectories ({len(dataset)} windows){n_val}: {config}", flush=True)
     init = getattr(args, "init_from", None) or (recipe.init_from if recipe is not None else None)
     if init is not None:
-        from .checkpoint import load
-
         if not Path(init).exists():
             raise FileNotFoundError(
                 f"meta-training starts from the checkpoint {init}, which does not exist here: run from the project root "
@@ -278,16 +277,12 @@ def _metatrain_stage(
 
 
 def _require_collected(run_dirs: list[Path]) -> None:
-    from .collect import META_FILE
-
     missing = [str(d) for d in run_dirs if not (Path(d) / META_FILE).is_file()]
     if missing:
         raise FileNotFoundError(f"not collected yet: {', '.join(missing)}; run `nowcast collect` (or build-checkpoint) with the same recipe and --work first")
 
 
 def _metatrain(args: argparse.Namespace) -> int:
-    from .collect import get_recipe
-
     _threads(args)
     recipe = get_recipe(args.recipe) if args.recipe else None
     if recipe is not None and recipe.route is not None:
@@ -303,8 +298,6 @@ def _metatrain(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .collect import collect, get_recipe
-
     _threads(args)
     recipe = get_recipe(args.recipe)
     _check_before_collecting(args, recipe)
@@ -321,8 +314,6 @@ def _build(args: argparse.Namespace) -> int:
     collected = time.perf_counter() - start
     print(f"stage 1/3 done in {collected / 60:.1f} min", flush=True)
     if args.metatrain_threads:
-        import torch
-
         torch.set_num_threads(args.metatrain_threads)
     if recipe.route is not None:
         return _build_routed(args, recipe, work)
@@ -359,10 +350,6 @@ def _kept_build(args: argparse.Namespace) -> str:
 def _build_routed(args: argparse.Namespace, recipe: Any, work: Path) -> int:
     """Meta-train each expert recipe on its runs of the shared collection, export each under
     ``work/experts/NAME``, then write the router checkpoint to ``args.out``."""
-    from .checkpoint import load
-    from .model_card import write_router_card
-    from .regime_router import RegimeRouter
-
     experts = recipe.experts()
     exported = {side: work / EXPERTS / expert.name / "export" for side, expert in experts.items()}
     jobs = [(vars(args), expert, str(work / EXPERTS / expert.name), str(work / TRAJECTORIES)) for expert in experts.values()]
@@ -387,8 +374,6 @@ def _expert_job(args: dict[str, Any], expert: Any, where: str, collected: str, q
     """Meta-train and export one expert of a routed recipe (in this process or a worker)."""
     sub = argparse.Namespace(**{**args, "out": str(Path(where) / "export"), "no_progress": args["no_progress"] or quiet})
     if quiet:
-        import torch
-
         torch.set_num_threads(args.get("metatrain_threads") or args.get("threads") or 1)
     return _metatrain_stage(sub, expert, Path(where), dict(expert.metatrain), {}, collected=Path(collected))
 
@@ -396,12 +381,7 @@ def _expert_job(args: dict[str, Any], expert: Any, where: str, collected: str, q
 def _run_experts_in_parallel(jobs: list[tuple], *, progress: bool) -> list[int]:
     """Both experts at once, one worker process each (one core each on the project's machine); one
     progress bar follows both from their checkpoints (every ``checkpoint_every`` steps)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     from tqdm.auto import tqdm
-
-    from .metatrain import HISTORY_FILE, MetaTrainConfig
 
     totals = [MetaTrainConfig.from_dict(dict(job[1].metatrain)).steps for job in jobs]
     histories = [Path(job[2]) / METATRAIN / HISTORY_FILE for job in jobs]
@@ -426,8 +406,6 @@ def _run_experts_in_parallel(jobs: list[tuple], *, progress: bool) -> list[int]:
 
 
 def _model_card(args: argparse.Namespace) -> int:
-    from .model_card import append_evaluation
-
     card = Path(args.card)
     if card.is_dir():
         card = card / "MODEL_CARD.md"
@@ -470,9 +448,6 @@ def _add_metatrain_options(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``collect``, ``metatrain``, ``build-checkpoint`` and ``model-card`` on the ``nowcast`` command line."""
-    from .collect import RECIPES
-    from .tasks import tasks
-
     recipes = sorted(RECIPES)
     c = sub.add_parser(
         "collect",

@@ -1,8 +1,9 @@
-"""``python -m nowcast.collect_worker --run JSON --out DIR``: one collection run in its own process.
+"""``python -m nowcast.metatrain.collection_worker --run JSON --out DIR``: one collection run in its own process.
 
-The parallel collection (:func:`nowcast.collect.collect` with ``workers > 1``) starts these. They
-live in their own module because ``nowcast`` imports :mod:`nowcast.collect` on start-up, and
-running an already imported module as ``__main__`` makes Python warn and execute it twice.
+The parallel collection (:func:`nowcast.metatrain.collect` with ``workers > 1``) starts these. They
+live in their own module because ``nowcast`` imports :mod:`nowcast.metatrain.collection` on
+start-up, and running an already imported module as ``__main__`` makes Python warn and execute
+it twice.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from collections.abc import Sequence
 
 import torch
 
-from .collect import RunSpec, collect_run
+from .collection import collect_run
+from .recipes import RunSpec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Collect the one run given as JSON (what :func:`nowcast.collect.collect` passes)."""
-    parser = argparse.ArgumentParser(prog="python -m nowcast.collect_worker", description="collect one run (used by collect(workers=N))", allow_abbrev=False)
+    """Collect the one run given as JSON (what :func:`nowcast.metatrain.collect` passes)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m nowcast.metatrain.collection_worker", description="collect one run (used by collect(workers=N))", allow_abbrev=False
+    )
     parser.add_argument("--run", required=True, help="RunSpec as JSON")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=1)
