@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,21 +167,6 @@ class VerificationReport:
         return "\n".join(lines)
 
 
-def _part_name(graph: NeuralGraph, side) -> str:
-    return graph.block(side[0]).view.parts[side[2]].name
-
-
-def _moves(graph: NeuralGraph, perms: Mapping[str, torch.Tensor], side) -> bool:
-    """Whether ``perms`` moves any unit of the range that the bad permutation leaves out."""
-    block = graph.block(side[0])
-    ranges = (block.src, block.dst) if side[1] == "slot" else ((block.src,) if side[1] == "src" else (block.dst,))
-    for r in ranges:
-        perm = perms.get(r.group)
-        if perm is not None and not torch.equal(perm[r.lo : r.lo + r.size], torch.arange(r.lo, r.lo + r.size)):
-            return True
-    return False
-
-
 def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[str, torch.Tensor]:
     sizes = {g.name: g.size for g in graph.groups}
     perms: dict[str, torch.Tensor] = {}
@@ -222,35 +206,117 @@ def _round_trip(graph: NeuralGraph, theta: torch.Tensor) -> bool:
     return torch.equal(out, theta)
 
 
-def _head_pattern_effect(graph: NeuralGraph, sym, sensitivity) -> float | None:
-    """How much the outputs depend on what tells the segments of ``sym`` apart: the largest output
-    change when one block forming the heads' attention patterns (parameter blocks into the other
-    member groups of its head symmetry) is replaced by noise — or, if smaller, when one block into
-    the symmetry's own groups is (a pooling head whose result the task head never reads). None
-    where neither kind of block exists."""
-    own = set(sym.groups)
-    others = {m for h in graph.symmetries if hasattr(h, "members") and own & set(h.members) for m in h.members} - own
+def _checked_graph(model: nn.Module, graph: NeuralGraph | None, trials: int, arch: str | None) -> NeuralGraph:
+    """The graph to verify (converted when not given), after checking the arguments: ``trials``,
+    real weights, and a graph built for the model's parameters."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer (permutations of each kind to try), got {trials!r}")
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError("verify needs real weights: the model's parameters are on the meta device")
+    if graph is None:
+        from .registry import convert
 
-    def worst(groups) -> float | None:
-        blocks = [b for b in graph.blocks if b.view is not None and b.dst.group in groups]
-        return max(sensitivity((b.name, "dst")) for b in blocks) if blocks else None
+        graph = convert(model, arch=arch, lpe=0)
+    specs = [(p.name, p.shape) for p in param_specs(model)]
+    if specs != [(p.name, p.shape) for p in graph.params]:
+        raise ParameterMismatchError(
+            f"the graph ({graph.arch}) was built for other parameters than {type(model).__name__} has"
+        )
+    return graph
 
-    effects = [e for e in (worst(others), worst(own)) if e is not None]
-    return min(effects) if effects else None
+
+def _working_copy(model: nn.Module, graph: NeuralGraph, inputs: Any, seed: int, rtol: float | None):
+    """The empty report (its ``rtol``: the given one, the converter's ``verify_rtol`` or 1e-6, at
+    least ``FLOAT32_RTOL`` where the model runs only in float32) and the model's working copy:
+    ``(report, generator, runner, theta, reference)``."""
+    if rtol is None:
+        from .registry import get_converter
+
+        try:
+            rtol = get_converter(graph.arch).verify_rtol or 1e-6
+        except Exception:
+            rtol = 1e-6
+    dtype, note = torch.float64, None
+    try:
+        generator, runner, theta, reference = working_copy(model, graph, inputs, seed, dtype)
+    except RuntimeError as err:  # a forward with float32 constants in its code (XGLM's attention mask floor)
+        dtype, rtol = torch.float32, max(rtol, FLOAT32_RTOL)
+        note = (f"the model does not run in float64 ({type(err).__name__}: {str(err)[:120]}); checked in float32 "
+                f"with tolerance {rtol:.0e}")
+        generator, runner, theta, reference = working_copy(model, graph, inputs, seed, dtype)
+    report = VerificationReport(graph.arch, graph.num_params, rtol)
+    if note:
+        report.notes.append(note)
+    return report, generator, runner, theta, reference
 
 
-def _round_robin(candidates: list, generator: torch.Generator) -> list:
-    """``candidates`` (``(kind, symmetry, side)``) reordered so that every symmetry comes once before
-    any comes twice, symmetries and each one's candidates in random order."""
-    by_sym: dict[int, list] = {}
-    for c in candidates:
-        by_sym.setdefault(id(c[1]), []).append(c)
-    queues = [[q[i] for i in torch.randperm(len(q), generator=generator).tolist()] for q in by_sym.values()]
-    queues = [queues[i] for i in torch.randperm(len(queues), generator=generator).tolist()]
-    out = []
-    while any(queues):
-        out += [q.pop(0) for q in queues if q]
-    return out
+@dataclass
+class _Run:
+    """What one :func:`verify` call checks against: the graph, the working copy of the model
+    (``runner``, its drawn parameters ``theta`` and their outputs ``reference``), the seeded
+    ``generator`` every permutation is drawn from, and the report the checks go into."""
+
+    graph: NeuralGraph
+    runner: Any
+    theta: torch.Tensor
+    reference: torch.Tensor
+    generator: torch.Generator
+    seed: int
+    report: VerificationReport
+    rounds: int  # Weisfeiler-Lehman rounds of the graph fingerprints
+    fingerprint: Any = field(init=False)
+    scale: float = field(init=False)  # largest reference output: deviations are relative to it
+    sizes: dict[str, int] = field(init=False)
+    symmetries: list = field(init=False)  # the declared symmetries that move at least one unit
+
+    def __post_init__(self) -> None:
+        self.fingerprint = graph_fingerprint(self.graph, self.theta, iterations=self.rounds)
+        self.scale = float(self.reference.abs().max()) + 1e-12
+        self.sizes = {g.name: g.size for g in self.graph.groups}
+        self.symmetries = [s for s in self.graph.symmetries if s.movable(self.sizes)]
+
+    def deviation_with(self, vector: torch.Tensor, perms=None) -> float:
+        """Relative output change of the model with parameters ``vector`` (unit buffers moved by ``perms``)."""
+        return float((self.runner.outputs(vector, perms) - self.reference).abs().max()) / self.scale
+
+    def outcome(self, perms, skip=()) -> tuple[float, bool]:
+        """The relative output change under ``perms`` (leaving out ``skip``) and whether the graph's
+        fingerprint stayed the same."""
+        vector = permute_params(self.graph, self.theta, perms, skip=skip)
+        deviation = self.deviation_with(vector, perms)
+        same = graph_fingerprint(self.graph, vector, iterations=self.rounds) == self.fingerprint
+        return deviation, same
+
+    def good_checks(self, trials: int, exhaustive: bool) -> None:
+        """Good permutations: each symmetry alone once, then all together (sampled: all together
+        first, then ``trials - 1`` symmetries alone, drawn at random)."""
+        symmetries, report = self.symmetries, self.report
+        if exhaustive:
+            plans = [[s] for s in symmetries] + [symmetries] * max(0, trials - len(symmetries))
+        else:
+            order = torch.randperm(len(symmetries), generator=self.generator).tolist()
+            plans = ([symmetries] + [[symmetries[i]] for i in order])[: trials]
+            untried = len(symmetries) - (len(plans) - 1)
+            if untried > 0 and len(symmetries) > 1:
+                report.notes.append(
+                    f"large graph ({self.graph.num_edges:,} edges): {len(plans) - 1} of {len(symmetries)} symmetries "
+                    f"tried alone (all of them together once); pass exhaustive=True or more trials= to try each")
+        for chosen in plans:
+            report.checks.append(self._good(chosen))
+
+    def _good(self, chosen: list) -> Check:
+        """The check of one good permutation: the symmetries ``chosen`` drawn together."""
+        perms = _draw(self.graph, chosen, self.generator)
+        groups = tuple(perms)
+        what = "permute " + (chosen[0].name if len(chosen) == 1 else "all permutable groups")
+        try:
+            deviation, same = self.outcome(perms)
+        except ValueError as err:  # the declared symmetry cannot even be applied to the blocks
+            return Check("good", what, groups, False, detail=f"({err})")
+        auto = is_automorphism(self.graph, perms)
+        ok = deviation <= self.report.rtol and same and auto
+        detail = "" if auto else "(the permutation is not an automorphism of the graph structure)"
+        return Check("good", what, groups, ok, deviation, same and auto, detail)
 
 
 def verify(
@@ -287,243 +353,21 @@ def verify(
     rounds instead of four (each round is a pass over every edge). Raises ``ValueError`` for models without real weights
     (``meta`` device) or ``trials`` below 1.
     """
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive integer (permutations of each kind to try), got {trials!r}")
-    if any(p.is_meta for p in model.parameters()):
-        raise ValueError("verify needs real weights: the model's parameters are on the meta device")
-    if graph is None:
-        from .registry import convert
+    from .verify_bad import bad_checks  # (it imports Check and the constants from this module)
 
-        graph = convert(model, arch=arch, lpe=0)
-    specs = [(p.name, p.shape) for p in param_specs(model)]
-    if specs != [(p.name, p.shape) for p in graph.params]:
-        raise ParameterMismatchError(
-            f"the graph ({graph.arch}) was built for other parameters than {type(model).__name__} has"
-        )
-    if rtol is None:
-        from .registry import get_converter
-
-        try:
-            rtol = get_converter(graph.arch).verify_rtol or 1e-6
-        except Exception:
-            rtol = 1e-6
-    dtype, note = torch.float64, None
-    try:
-        generator, runner, theta, reference = working_copy(model, graph, inputs, seed, dtype)
-    except RuntimeError as err:  # a forward with float32 constants in its code (XGLM's attention mask floor)
-        dtype, rtol = torch.float32, max(rtol, FLOAT32_RTOL)
-        note = (f"the model does not run in float64 ({type(err).__name__}: {str(err)[:120]}); checked in float32 "
-                f"with tolerance {rtol:.0e}")
-        generator, runner, theta, reference = working_copy(model, graph, inputs, seed, dtype)
-    report = VerificationReport(graph.arch, graph.num_params, rtol)
-    if note:
-        report.notes.append(note)
-
+    graph = _checked_graph(model, graph, trials, arch)
+    report, generator, runner, theta, reference = _working_copy(model, graph, inputs, seed, rtol)
     report.checks.append(Check("round-trip", "params -> edge features -> params", (), _round_trip(graph, theta)))
     every_candidate = exhaustive  # None: every one unless there are more than EXHAUSTIVE_CANDIDATES
     if exhaustive is None:
         exhaustive = graph.num_edges <= EXHAUSTIVE_EDGES
     # on graphs too large to try everything, two WL rounds (each costs a pass over every edge)
-    rounds = 4 if exhaustive else 2
-    fingerprint = graph_fingerprint(graph, theta, iterations=rounds)
-    scale = float(reference.abs().max()) + 1e-12
-
-    def deviation_with(vector: torch.Tensor, perms=None) -> float:
-        """Relative output change of the model with parameters ``vector`` (unit buffers moved by ``perms``)."""
-        return float((runner.outputs(vector, perms) - reference).abs().max()) / scale
-
-    def outcome(perms, skip=()) -> tuple[float, bool]:
-        vector = permute_params(graph, theta, perms, skip=skip)
-        deviation = deviation_with(vector, perms)
-        same = graph_fingerprint(graph, vector, iterations=rounds) == fingerprint
-        return deviation, same
-
-    noise = torch.Generator().manual_seed(seed + 1)  # its own stream: the draws above stay as they were
-    second: list = []  # (parameters, reference outputs, scale) of a second draw, made when first needed
-
-    def second_draw_deviation(perms, skip) -> float:
-        """The output change of a permutation at a second draw of the parameters, with zero-mean
-        weights: the first draw's positive means (which keep ReLUs active) can saturate attention so
-        that every head attends alike, and then moving a neuron between heads changes nothing. A
-        permutation is no symmetry if the outputs change at any draw."""
-        if not second:
-            vector = runner.zero_mean_draw(theta, seed + 2)
-            ref = runner.outputs(vector)
-            second.extend([vector, ref, float(ref.abs().max()) + 1e-12])
-        vector, ref, ref_scale = second
-        return float((runner.outputs(permute_params(graph, vector, perms, skip=skip), perms) - ref).abs().max()) / ref_scale
-
-    def sensitivity(side, step: float = 1.0) -> float:
-        """Relative output change when noise ``step`` times as large as the block (or stacked
-        tensor) ``side`` leaves out is added to it: ~0 means the block has no effect here."""
-        block = graph.block(side[0])
-        values = block.view.read(theta)
-        scale = (float(values.abs().max()) + 1.0) * step
-        perturbed = values + torch.randn(values.shape, generator=noise, dtype=values.dtype) * scale
-        if side[1] == "slot":  # only the one stacked tensor gets noise
-            keep = torch.ones(values.shape[-1], dtype=torch.bool)
-            keep[block.view.columns(side[2])] = False
-            perturbed[..., keep] = values[..., keep]
-        vector = theta.clone()
-        block.view.write(vector, perturbed)
-        return deviation_with(vector)
-
-    sizes = {g.name: g.size for g in graph.groups}
-    symmetries = [s for s in graph.symmetries if s.movable(sizes)]
-    if not symmetries:
+    run = _Run(graph, runner, theta, reference, generator, seed, report, rounds=4 if exhaustive else 2)
+    if not run.symmetries:
         report.notes.append("the graph declares no permutable group with more than one unit: no permutation to test")
         return report
-
-    # good permutations: each symmetry alone once, then all together (sampled: all together first)
-    if exhaustive:
-        plans = [[s] for s in symmetries] + [symmetries] * max(0, trials - len(symmetries))
-    else:
-        order = torch.randperm(len(symmetries), generator=generator).tolist()
-        plans = ([symmetries] + [[symmetries[i]] for i in order])[: trials]
-        untried = len(symmetries) - (len(plans) - 1)
-        if untried > 0 and len(symmetries) > 1:
-            report.notes.append(
-                f"large graph ({graph.num_edges:,} edges): {len(plans) - 1} of {len(symmetries)} symmetries tried alone "
-                f"(all of them together once); pass exhaustive=True or more trials= to try each")
-    for chosen in plans:
-        perms = _draw(graph, chosen, generator)
-        groups = tuple(perms)
-        what = "permute " + (chosen[0].name if len(chosen) == 1 else "all permutable groups")
-        try:
-            deviation, same = outcome(perms)
-        except ValueError as err:  # the declared symmetry cannot even be applied to the blocks
-            report.checks.append(Check("good", what, groups, False, detail=f"({err})"))
-            continue
-        auto = is_automorphism(graph, perms)
-        ok = deviation <= rtol and same and auto
-        detail = "" if auto else "(the permutation is not an automorphism of the graph structure)"
-        report.checks.append(Check("good", what, groups, ok, deviation, same and auto, detail))
-
-    # bad permutations: every way of breaking a symmetry, cycled
-    # a bad permutation must move the outputs well above what good ones showed (round-off)
-    # (only good permutations that passed count: a declared symmetry that fails is a wrong graph,
-    # not round-off, and must not make every bad permutation look harmless)
-    passed_good = [c.deviation for c in report.checks if c.kind == "good" and c.passed]
-    threshold = max(change_tol, 10 * max(passed_good, default=0.0))
-    report.change_threshold = threshold
-    candidates: list[tuple[str, Any, Any]] = []
-    inert = graph.meta.get("without_effect", {})
-    for name, reason in inert.items():
-        report.notes.append(f"'{name}' does not affect the outputs ({reason}); not used for bad permutations")
-    for sym in symmetries:
-        sides = [
-            (b.name, side)
-            for b in graph.blocks
-            if b.view is not None
-            for side, rng in (("src", b.src), ("dst", b.dst))
-            if rng.group in sym.groups and rng.size > 1 and not (b.kind == "diagonal" and side == "src")
-            and b.name not in inert
-        ]
-        # a stacked block (e.g. [W_gate, W_up]) may also be broken by leaving one of its tensors
-        sides += [
-            (b.name, "slot", k)
-            for b in graph.blocks
-            if b.view is not None and len(b.view.parts) > 1 and b.name not in inert
-            and ({b.src.group, b.dst.group} & set(sym.groups))
-            for k in range(len(b.view.parts))
-            if f"{b.name}[{k}]" not in inert
-        ]
-        if len(sides) > 1:
-            candidates += [("inconsistent", sym, side) for side in sides]
-        if sym.cross_segment(sizes, generator) is not None:
-            candidates.append(("cross-segment", sym, None))
-    if not candidates:
-        report.notes.append("no way to break the declared symmetries was found: no bad permutation tested")
-    if every_candidate is None and exhaustive and len(candidates) > max(trials, EXHAUSTIVE_CANDIDATES):
-        exhaustive, budget = False, max(trials, EXHAUSTIVE_CANDIDATES)
-    else:
-        budget = trials
-    if exhaustive or not candidates:
-        tries = [candidates[t % len(candidates)] for t in range(max(trials, len(candidates)))] if candidates else []
-    else:
-        tries = _round_robin(candidates, generator)[:budget]
-        if len(tries) < len(candidates):
-            report.notes.append(
-                f"{graph.num_edges:,} edges, {len(candidates)} ways to break a symmetry: {len(tries)} of them tried, "
-                f"drawn round-robin over the {len(symmetries)} symmetries; pass exhaustive=True to try each")
-    for kind, sym, side in tries:
-        for _attempt in range(3):  # a permutation of units that happen to be inactive changes nothing
-            if kind == "inconsistent":
-                perms = _draw(graph, [sym], generator)
-                for _redraw_try in range(16):  # segments drawn separately may leave the left-out range still
-                    if _moves(graph, perms, side):
-                        break
-                    perms = _draw(graph, [sym], generator)
-                skip = (side,)
-                what = (
-                    f"permute {sym.name} everywhere except tensor {side[2]} ({_part_name(graph, side)}) of block '{side[0]}'"
-                    if side[1] == "slot"
-                    else f"permute {sym.name} everywhere except the {side[1]} side of block '{side[0]}'"
-                )
-            else:
-                perms = sym.cross_segment(sizes, generator)
-                skip = ()
-                what = f"move one unit of {sym.name} into another segment"
-            try:
-                deviation, same = outcome(perms, skip)
-            except ValueError as err:
-                deviation, same, detail = math.nan, None, f"({err})"
-                ok = False
-                break
-            detail = ""
-            ok = deviation > threshold and not same
-            if ok:
-                break
-        if not ok and same is False and not math.isnan(deviation):
-            again = second_draw_deviation(perms, skip)
-            if again > threshold:
-                ok, deviation = True, again
-                detail = "(the outputs changed at a second, zero-mean draw of the weights; not at the first)"
-        if not ok and kind == "cross-segment" and same is False and not math.isnan(deviation):
-            effect = _head_pattern_effect(graph, sym, sensitivity)
-            if effect is not None and effect <= INERT_FACTOR * threshold:
-                detail = (
-                    f"(what tells these segments apart has almost no effect on the outputs for these parameters and "
-                    f"inputs — every head attends alike, as when deep random layers make all tokens the same, or the "
-                    f"layer's result is not read: replacing its weights by noise moved the outputs by only {effect:.1e}; "
-                    "the graph changed as it should)")
-                report.checks.append(Check("inert", what, tuple(sym.groups), True, deviation, same, detail))
-                continue
-        if not ok and same is None and kind == "cross-segment":
-            # the blocks address the segments separately (a grouped convolution): the permutation cannot
-            # even be laid onto the parameters, so the graph itself rules it out; nothing to run
-            report.checks.append(Check("inert", what, tuple(sym.groups), True, detail=f"{detail} (ruled out by the block layout)"))
-            continue
-        if not ok and kind == "inconsistent" and same is False and not math.isnan(deviation):
-            effect = sensitivity(side)
-            local = sensitivity(side, LOCAL_STEP) / LOCAL_STEP if effect > INERT_FACTOR * threshold else effect
-            part = f"tensor {side[2]} of block '{side[0]}'" if side[1] == "slot" else f"block '{side[0]}'"
-            if effect <= INERT_FACTOR * threshold:
-                detail = (
-                    f"({part} has almost no effect on the outputs for these parameters and inputs: replacing it by noise "
-                    f"moved them by only {effect:.1e} (under {INERT_FACTOR * threshold:.1e}), the permutation by "
-                    f"{deviation:.1e}; the graph changed as it should)"
-                )
-            elif local <= INERT_FACTOR * threshold:
-                detail = (
-                    f"(the outputs are flat in {part} around these parameters — a layer norm over very few features "
-                    f"keeps only signs, or units saturate: noise {LOCAL_STEP:.0e} times its size moved them by "
-                    f"{local * LOCAL_STEP:.1e} (a full-size change by {local:.1e} if they were linear, under "
-                    f"{INERT_FACTOR * threshold:.1e}); only changes large enough to cross a sign show, and the permutation "
-                    f"moved them by {deviation:.1e}; the graph changed as it should)"
-                )
-            if effect <= INERT_FACTOR * threshold or local <= INERT_FACTOR * threshold:
-                report.checks.append(Check("inert", what, tuple(sym.groups), True, deviation, same, detail))
-                continue
-        report.checks.append(Check("bad", what, tuple(sym.groups), ok, deviation, same, detail))
-    if candidates and not report.bad_trials:
-        report.checks.append(
-            Check(
-                "bad", "break a declared symmetry", tuple(g for s in symmetries for g in s.groups), False,
-                detail="(every block a bad permutation broke has no effect on the outputs at this draw: nothing was tested; "
-                "try other inputs= or another seed=)",
-            )
-        )
+    run.good_checks(trials, exhaustive)
+    bad_checks(run, trials, exhaustive, every_candidate, change_tol, EXHAUSTIVE_CANDIDATES)
     if not report:
         log.warning("verification of %s failed:\n%s", graph.arch, report)
     return report
