@@ -17,6 +17,7 @@ from ..inputs import example_inputs_for, redraw_inputs
 from ..registry import register
 from ..source import ModelSource
 from ..trace import trace_builder
+from ..trace.function_check import refuse_broken_symmetries
 from ..trace.grammar import sample_traced_model
 
 
@@ -41,6 +42,7 @@ def convert_traced(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
         raise UnsupportedModelError("the traced converter builds only the head-aware graph (naive=False)")
     inputs = example_inputs_for(source.module, source.example_inputs)
     builder = trace_builder(source.module, inputs)
+    builder.finishers.append(refuse_broken_symmetries(source.module, inputs))
     builder.meta["example_inputs"] = inputs
     return builder
 

@@ -209,3 +209,11 @@ def test_encoder_decoder_inputs_end_each_sequence_with_one_eos():
     assert bool((ids[:, -1] == 2).all()) and bool(((ids == 2).sum(1) == 1).all())
     graph = ng.convert(model, lpe=0)  # the head reads the state at <eos>: it runs and converts
     assert ng.verify(model, graph, trials=2)
+
+
+def test_per_head_constants_the_trace_cannot_see_are_refused_not_a_wrong_graph():
+    """MPT adds ALiBi's fixed per-head slopes (not parameters) to attention scores: its heads look
+    interchangeable to the trace but are not; the functional check at conversion refuses it."""
+    config = transformers.MptConfig(d_model=16, n_heads=2, n_layers=1, vocab_size=20, max_seq_len=16, expansion_ratio=2)
+    with pytest.raises(ng.UnsupportedModelError, match="does not hold for its function"):
+        ng.convert(transformers.MptModel(config).eval(), lpe=0)
