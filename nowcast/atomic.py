@@ -20,8 +20,9 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_directory", "atomic_file", "recover_directory", "write_text_atomic"]
+__all__ = ["atomic_directory", "atomic_file", "recover_directory", "save_torch_atomic", "write_text_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` in one step (see :func:`atomic_file`); returns ``path``."""
+    import torch  # only the writers of tensors need it
+
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -9,8 +9,8 @@ of it moved the outputs.
 
 The check permutes each declared symmetry once (a permutation that moves some unit) on a float64
 working copy with the verifier's random parameters and compares outputs: one forward per
-symmetry, on the first two rows of the example inputs. Models on the ``meta`` device and models above :data:`MAX_PARAMS` parameters are not
-checked here (``neuralgraph.verify`` does the full check).
+symmetry, on the converter's example inputs (two rows). Models on the ``meta`` device and models
+above :data:`MAX_PARAMS` parameters are not checked here (``neuralgraph.verify`` does the full check).
 """
 
 from __future__ import annotations
@@ -47,16 +47,6 @@ def _moving_draw(sym, sizes: dict[str, int], generator: torch.Generator, tries: 
     return perms
 
 
-def _first_rows(inputs, rows: int = 2):
-    """``inputs`` with every batch-first tensor cut to its first ``rows`` rows (a cheaper forward)."""
-    def cut(x):
-        return x[:rows] if isinstance(x, torch.Tensor) and x.ndim >= 1 and x.shape[0] > rows else x
-
-    if isinstance(inputs, dict):
-        return {k: cut(v) for k, v in inputs.items()}
-    return tuple(cut(x) for x in inputs) if isinstance(inputs, (tuple, list)) else cut(inputs)
-
-
 def refuse_broken_symmetries(model: nn.Module, inputs) -> Callable[[NeuralGraph], NeuralGraph]:
     """A graph finisher that raises :class:`UnsupportedModelError` when permuting one of the
     graph's declared symmetries changes ``model``'s outputs on ``inputs``."""
@@ -67,8 +57,8 @@ def refuse_broken_symmetries(model: nn.Module, inputs) -> Callable[[NeuralGraph]
         if not symmetries or graph.num_params > MAX_PARAMS or any(p.is_meta for p in model.parameters()):
             return graph
         try:
-            _, runner, theta, reference = working_copy(model, graph, _first_rows(inputs), 0, torch.float64)
-        except (RuntimeError, ValueError, IndexError) as err:  # cannot run in float64: verify checks it in float32
+            _, runner, theta, reference = working_copy(model, graph, inputs, 0, torch.float64)
+        except RuntimeError as err:  # cannot run in float64: verify checks it in float32
             log.info("traced %s: symmetries not checked at conversion (%s)", type(model).__name__, err)
             return graph
         scale = float(reference.abs().max()) + 1e-12

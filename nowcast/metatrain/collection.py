@@ -34,6 +34,7 @@ from torch import nn
 
 import neuralgraph
 
+from ..atomic import save_torch_atomic
 from ..safe_load import load_torch_file
 from ..tasks import get_task
 from .recipes import Recipe, RunSpec, get_recipe
@@ -53,12 +54,6 @@ __all__ = ["collect", "collect_run"]
 log = logging.getLogger(__name__)
 
 WORKER_MODULE = "nowcast.metatrain.collection_worker"
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _optimizer_info(optimizer: torch.optim.Optimizer, lr_mult: float) -> dict[str, Any]:
@@ -177,7 +172,7 @@ class _Run:
             "history": self.history,
             "wall_s": self.wall + time.perf_counter() - self.start,
         }
-        _atomic_torch_save(state, self.run_dir / RESUME_FILE)
+        save_torch_atomic(state, self.run_dir / RESUME_FILE)
         return True
 
 

@@ -33,6 +33,7 @@ import torch
 
 import neuralgraph
 
+from ..atomic import save_torch_atomic
 from ..checkpoint import CheckpointError
 from ..safe_load import load_torch_file
 from ..scaling import DEFAULT_EPS, LayerScales, scale_states
@@ -137,9 +138,7 @@ class GraphCache:
                 return
             log.warning("ignoring the stale graph cache %s", path)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"pos": graph.pos, "num_edges": graph.num_edges, "arch": graph.arch}, tmp)
-        os.replace(tmp, path)
+        save_torch_atomic({"pos": graph.pos, "num_edges": graph.num_edges, "arch": graph.arch}, path)
 
 
 @dataclass(frozen=True)

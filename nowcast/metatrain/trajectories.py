@@ -31,6 +31,8 @@ from torch import nn
 
 import neuralgraph
 
+from ..atomic import write_text_atomic
+
 __all__ = ["META_FILE", "PARAMS_FILE", "RESUME_FILE", "Trajectory", "load_trajectory", "model_architecture"]
 
 PARAMS_FILE = "params.npy"
@@ -57,9 +59,7 @@ def jsonable(value: Any) -> Any:
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` (made :func:`jsonable`) to ``path`` atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(payload), indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(jsonable(payload), indent=1) + "\n")
 
 
 def model_architecture(model: nn.Module, graph: Any = None) -> dict[str, Any]:

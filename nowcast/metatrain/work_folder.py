@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import save_torch_atomic, write_text_atomic
 from ..model import NiNoModel
 from ..safe_load import load_torch_file
 from .config import MetaTrainConfig
@@ -76,9 +77,7 @@ class MetaTrainResult:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file: a reader never sees half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    save_torch_atomic(obj, path)
 
 
 def _check_resumable(saved: Mapping[str, Any], config: MetaTrainConfig, path: Path) -> None:
@@ -134,9 +133,7 @@ def write_history(
         "best": state.get("best"),
         "val_dataset": val_dataset.describe() if val_dataset is not None else [],
     }
-    tmp = work / (HISTORY_FILE + ".tmp")
-    tmp.write_text(json.dumps(payload, default=float) + "\n")
-    os.replace(tmp, work / HISTORY_FILE)
+    write_text_atomic(work / HISTORY_FILE, json.dumps(payload, default=float) + "\n")
 
 
 def load_result(work_dir: str | os.PathLike) -> MetaTrainResult:
