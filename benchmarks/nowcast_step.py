@@ -76,8 +76,8 @@ def main() -> None:
         sys.exit(f"checkpoint not found: {args.checkpoint} (pass --checkpoint PATH)")
     import nowcast
 
-    if nowcast.load(args.checkpoint).config.lr_interval_input and args.lr_interval is None:
-        sys.exit(f"{args.checkpoint} is conditioned on the training regime: pass --lr-interval (e.g. 0.12 for WikiText-2's)")
+    if getattr(nowcast.resolve(args.checkpoint), "uses_lr_interval", False) and args.lr_interval is None:
+        sys.exit(f"{args.checkpoint} routes by training regime: pass --lr-interval (e.g. 0.12 for WikiText-2's)")
     rows = [BIG] if args.only_124m else ROWS + ([BIG] if args.gpt2_124m else [])
     header = f"{'model':<18}{'params':>13}{'edges':>14}{'graph s':>9}{'step s':>9}{'streamed':>10}{'peak MB':>9}"
     print(header)

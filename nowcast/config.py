@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NiNoConfig"]
+__all__ = ["NiNoConfig", "without_retired"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,34 @@ _OFFICIAL_FIXED: dict[str, Any] = {
 }
 # Official name -> our field name, where they differ.
 _OFFICIAL_RENAMED = {"max_seq_len": "seq_len"}
+
+
+# Settings of retired experiments (conditioning on the training regime and a regime adapter; a
+# landing term in the meta-training loss: docs/research/) that earlier checkpoints and work
+# folders stored, with the value meaning "not used". This is the one place they are named: a
+# config that has them off loads as before; one that has them on is refused.
+RETIRED_MODEL_OFF: dict[str, Any] = {
+    "lr_interval_input": False,
+    "lr_interval_ceiling": None,
+    "lr_interval_floor": None,
+    "regime_adapter": False,
+}
+RETIRED_METATRAIN_OFF: dict[str, Any] = {**RETIRED_MODEL_OFF, "trainable": "all", "landing_weight": 0.0}
+
+
+def without_retired(values: Mapping[str, Any], retired: Mapping[str, Any] = RETIRED_MODEL_OFF) -> dict[str, Any]:
+    """``values`` without the retired settings in ``retired`` (``ValueError`` if one is on)."""
+    kept = dict(values)
+    used = []
+    for key, off in retired.items():
+        if key in kept and kept.pop(key) != off:
+            used.append(f"{key}={values[key]!r}")
+    if used:
+        raise ValueError(
+            f"this configuration uses a retired experiment ({', '.join(used)}); this version reads only "
+            "models without it (see docs/research/README.md)"
+        )
+    return kept
 
 
 def _is_int(value: Any) -> bool:
@@ -53,26 +80,6 @@ class NiNoConfig:
         vocab_size: largest token id for ``wte_pos_enc`` (the table has ``vocab_size + 1`` rows).
         final_edge_update: also update edges after the last layer (the published models do not).
         mlp_layers: linear layers of the WNN+ MLP after the input projection.
-        lr_interval_input: condition on the training regime: ``log10`` of the base optimizer's
-            learning rate times the steps between two input states (``data.lr_interval``), fed
-            through a linear map into every initial edge and node state. Scaled states look alike
-            across regimes (Adam at 1e-3 with states every 40 steps, at 6e-3 every 200), while
-            their futures do not; this input tells them apart. Off in the published models.
-        lr_interval_ceiling: with ``lr_interval_input``, make the regime term vanish at and above
-            this value: the feature becomes ``log10(min(lr_interval, ceiling) / ceiling)`` and the
-            maps have no bias, so the model is *exactly* its unconditioned self in every regime at
-            or above the ceiling and only adapts below it (a regime adapter for a trained model,
-            ``docs/metatraining.md``). ``None`` (default): ``log10(lr_interval)`` with biased maps.
-        lr_interval_floor: the mirror of ``lr_interval_ceiling``: the feature becomes
-            ``log10(max(lr_interval, floor) / floor)``, so the model is exactly its unconditioned
-            self at and *below* the floor and only adapts above it. At most one of the two.
-        regime_adapter: with ``lr_interval_ceiling`` (or ``lr_interval_floor``), also give every
-            network parameter ``θ`` a zero-initialised offset ``Δθ`` used as ``θ + gate · Δθ``,
-            ``gate = log10(ceiling / min(lr_interval, ceiling))``: 0 at and above the ceiling
-            (where the model is exactly the network without offsets), growing as the regime gets
-            shorter. Doubles the parameters; lets a trained model learn shorter regimes without
-            changing it on its own. With a floor, ``gate = log10(max(lr_interval, floor) /
-            floor)``: the same for longer regimes.
     """
 
     ctx: int = 5
@@ -87,10 +94,6 @@ class NiNoConfig:
     vocab_size: int = 50257
     final_edge_update: bool = False
     mlp_layers: int = 4
-    lr_interval_input: bool = False
-    lr_interval_ceiling: float | None = None
-    lr_interval_floor: float | None = None
-    regime_adapter: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ctx", "hid", "layers", "max_feat_size", "seq_len", "mlp_layers"):
@@ -101,28 +104,11 @@ class NiNoConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise ValueError(f"NiNoConfig.{name} must be a non-negative integer, got {value!r}")
-        for name in ("gnn", "wte_pos_enc", "final_edge_update", "lr_interval_input", "regime_adapter"):
+        for name in ("gnn", "wte_pos_enc", "final_edge_update"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"NiNoConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.gnn and self.lpe == 0 and not self.wte_pos_enc:
             raise ValueError("a GNN NiNo model needs node features: set lpe > 0 or wte_pos_enc=True")
-        for name in ("lr_interval_ceiling", "lr_interval_floor"):
-            bound = getattr(self, name)
-            if bound is None:
-                continue
-            if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < math.inf:
-                raise ValueError(f"NiNoConfig.{name} must be a positive number or None, got {bound!r}")
-            if not self.lr_interval_input:
-                raise ValueError(f"NiNoConfig.{name} needs lr_interval_input=True")
-        if self.lr_interval_ceiling is not None and self.lr_interval_floor is not None:
-            raise ValueError("NiNoConfig: give lr_interval_ceiling or lr_interval_floor, not both")
-        if self.regime_adapter and self.regime_bound is None:
-            raise ValueError("NiNoConfig.regime_adapter needs lr_interval_input=True and an lr_interval_ceiling or lr_interval_floor")
-
-    @property
-    def regime_bound(self) -> float | None:
-        """The ceiling or floor beyond which the regime terms vanish (None: neither)."""
-        return self.lr_interval_ceiling if self.lr_interval_ceiling is not None else self.lr_interval_floor
 
     @property
     def num_edge_updates(self) -> int:
@@ -137,7 +123,12 @@ class NiNoConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> NiNoConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``.
+
+        Keys of a retired experiment that earlier checkpoints wrote with their "off" value are
+        dropped (:data:`RETIRED_MODEL_OFF`); the same keys switched on raise ``ValueError``.
+        """
+        values = without_retired(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

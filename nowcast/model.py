@@ -18,10 +18,8 @@ missing slots); the model's parameters are never modified by a forward pass.
 from __future__ import annotations
 
 import logging
-import math
 import operator
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,11 +39,6 @@ DEFAULT_EDGE_CHUNK = 1 << 16
 """Edges processed at once by default (bounds ``E x hidden`` temporaries)."""
 
 _INIT_STD = 0.02
-
-
-def _delta_key(name: str) -> str:
-    """Key of a parameter's regime offset (``ParameterDict`` keys cannot contain dots)."""
-    return name.replace(".", "__")
 
 
 class NiNoEmbedding(NamedTuple):
@@ -77,8 +70,6 @@ class NiNoModel(nn.Module):
     - ``edge_type``: ``[E]`` int64 edge types;
     - GNN only: ``edge_index`` ``[2, E]`` (row 0 source, row 1 target), ``pos`` ``[N, <= lpe]``
       when ``config.lpe > 0``, ``pos_w`` ``[N]`` int64 when ``config.wte_pos_enc``;
-    - when ``config.lr_interval_input``: ``lr_interval``, a positive number (the base learning
-      rate times the steps between two input states).
 
     For inference wrap calls in ``torch.no_grad()``: edge states are then updated in place.
     """
@@ -91,11 +82,6 @@ class NiNoModel(nn.Module):
         cfg = self.config
         if cfg.edge_types > 0:
             self.layer_embed = nn.Embedding(cfg.edge_types, cfg.hid)
-        if cfg.lr_interval_input:
-            biased = cfg.regime_bound is None  # with a ceiling (floor) the term must vanish above (below) it
-            self.lr_interval_edge = nn.Linear(1, cfg.hid, bias=biased)
-            if cfg.gnn:
-                self.lr_interval_node = nn.Linear(1, cfg.hid, bias=biased)
         if cfg.gnn:
             self.edge_proj = FeedForward(cfg.max_feat_size * cfg.ctx, cfg.hid, cfg.hid, n_layers=1)
             if cfg.wte_pos_enc:
@@ -108,12 +94,6 @@ class NiNoModel(nn.Module):
             self.edge_proj = FeedForward(cfg.ctx, cfg.hid, cfg.hid, n_layers=1)
             self.edge_mlp = FeedForward(cfg.hid, cfg.hid, cfg.seq_len, n_layers=cfg.mlp_layers)
         self.apply(self._init_weights)
-        if cfg.regime_adapter:  # one zero offset per network parameter (not the regime maps)
-            self.regime_delta = nn.ParameterDict({
-                _delta_key(name): nn.Parameter(torch.zeros_like(p)) for name, p in self.named_parameters()
-                if not name.startswith("lr_interval_")
-            })
-
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -152,10 +132,6 @@ class NiNoModel(nn.Module):
             ``k``; ``[E, F, len(k)]`` for a sequence. ``F`` is the graph's number of feature
             slots (``edge_attr.shape[1] // ctx``).
         """
-        with self._regime_adapted(data):
-            return self._forward(data, k, edge_chunk, stream)
-
-    def _forward(self, data: Any, k: int | Sequence[int], edge_chunk: int | None, stream: bool | None) -> torch.Tensor:
         horizons, single = self._horizons(k)
         chunk = self.edge_chunk if edge_chunk is None else edge_chunk
         states, edge_type = self._edge_inputs(data)
@@ -178,10 +154,6 @@ class NiNoModel(nn.Module):
 
     def embed(self, data: Any, *, edge_chunk: int | None = None) -> NiNoEmbedding:
         """Node and edge embeddings after message passing (all layers, last node update included)."""
-        with self._regime_adapted(data):
-            return self._embed(data, edge_chunk)
-
-    def _embed(self, data: Any, edge_chunk: int | None) -> NiNoEmbedding:
         chunk = self.edge_chunk if edge_chunk is None else edge_chunk
         states, edge_type = self._edge_inputs(data)
         if self.config.gnn:
@@ -223,63 +195,9 @@ class NiNoModel(nn.Module):
             raise ValueError("at least one horizon k is required")
         return torch.tensor(values, dtype=torch.long, device=self._device) - 1, single
 
-    def _lr_interval_feature(self, data: Any) -> torch.Tensor | None:
-        """``[1]``: ``log10(data.lr_interval)`` (``log10(min(lr_interval, ceiling) / ceiling)`` with
-        ``config.lr_interval_ceiling``, ``log10(max(lr_interval, floor) / floor)`` with
-        ``config.lr_interval_floor``), or None for a model without that input."""
-        if not self.config.lr_interval_input:
-            return None
-        value = getattr(data, "lr_interval", None)
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ValueError(
-                "this model is conditioned on the training regime: data.lr_interval must be the base "
-                f"optimizer's learning rate times the steps between two input states (a positive number), got {value!r}"
-            )
-        ceiling, floor = self.config.lr_interval_ceiling, self.config.lr_interval_floor
-        if ceiling is not None:
-            feature = math.log10(min(value, ceiling) / ceiling)
-        elif floor is not None:
-            feature = math.log10(max(value, floor) / floor)
-        else:
-            feature = math.log10(value)
-        return torch.tensor([feature], dtype=self._dtype, device=self._device)
-
-    @contextmanager
-    def _regime_adapted(self, data: Any) -> Iterator[None]:
-        """With ``config.regime_adapter`` and a regime below the ceiling (above the floor), the
-        network's parameters read as ``θ + gate · Δθ`` inside the block (differentiable in both);
-        otherwise a no-op, so the model at or beyond the bound is bit for bit the network without
-        offsets."""
-        if not self.config.regime_adapter:
-            yield
-            return
-        feature = self._lr_interval_feature(data)  # <= 0 under a ceiling, >= 0 over a floor
-        gate = -feature if self.config.lr_interval_ceiling is not None else feature
-        if float(gate) == 0.0:
-            yield
-            return
-        slots = []
-        try:
-            for name, param in list(self.named_parameters()):
-                key = _delta_key(name)
-                if key not in self.regime_delta:
-                    continue
-                owner, _, attr = name.rpartition(".")
-                module = self.get_submodule(owner)
-                slots.append((module, attr, param))
-                module._parameters[attr] = param + gate * self.regime_delta[key]  # type: ignore[assignment]
-            yield
-        finally:
-            for module, attr, param in slots:
-                module._parameters[attr] = param
-
     def _edge_bias(self, data: Any) -> torch.Tensor:
-        """Bias of the initial edge states: ``edge_proj``'s, plus the regime term when conditioned."""
-        bias = self.edge_proj.fc[0].bias
-        feature = self._lr_interval_feature(data)
-        return bias if feature is None else bias + self.lr_interval_edge(feature)
+        """Bias of the initial edge states (``edge_proj``'s)."""
+        return self.edge_proj.fc[0].bias
 
     def _edge_inputs(self, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``edge_attr`` as ``[E, F, ctx]`` in the model's dtype, and ``edge_type`` ``[E]``."""
@@ -328,9 +246,6 @@ class NiNoModel(nn.Module):
             lpe = F.linear(pos.to(self._device, self._dtype), proj.weight[:, : pos.shape[1]], proj.bias)
             x = lpe if x is None else x + lpe
         assert x is not None  # guaranteed by NiNoConfig validation
-        feature = self._lr_interval_feature(data)
-        if feature is not None:
-            x = x + self.lr_interval_node(feature)
         return x
 
     # ------------------------------------------------------------------ GNN variant

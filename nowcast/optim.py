@@ -94,7 +94,7 @@ class NiNo(Optimizer):
         power: exponent ``p`` of the horizon schedule (2).
         state_device: where recorded states live (default: the device of the first parameter).
         lr_interval: for predictors conditioned on the training regime (``uses_lr_interval``,
-            ``NiNoConfig.lr_interval_input``): the learning rate times the steps between two
+            :class:`nowcast.RegimeRouter`): the learning rate times the steps between two
             states. None (default): the base optimizer's current learning rate (its first
             parameter group, so schedulers are followed) times ``period // ctx``.
 

@@ -294,7 +294,6 @@ def _predict_with_model(
     *,
     pos: torch.Tensor | None,
     edge_chunk: int | None,
-    lr_interval: float | None = None,
 ) -> torch.Tensor:
     if graph is None:
         raise ValueError("a NiNo / WNN+ model needs the neural graph: pass graph=neuralgraph.convert(model)")
@@ -303,11 +302,6 @@ def _predict_with_model(
         raise ValueError(f"this model reads ctx={cfg.ctx} states but the history has {states.shape[1]}")
     if not 1 <= k <= cfg.seq_len:
         raise ValueError(f"horizon k must lie in 1..{cfg.seq_len} for this model, got {k}")
-    if cfg.lr_interval_input and lr_interval is None:
-        raise ValueError(
-            "this NiNo model is conditioned on the training regime: pass lr_interval= (the base optimizer's "
-            "learning rate times the steps between two states; the NiNo optimizer wrapper passes it itself)"
-        )
     device = _model_device(model)
     x = states.to(device=device, dtype=_work_dtype(states.dtype))
     scaled, scales = scale_states(x, graph.params)
@@ -325,8 +319,6 @@ def _predict_with_model(
                 )
         if cfg.wte_pos_enc:
             data.pos_w = graph.pos_w
-    if cfg.lr_interval_input:
-        data.lr_interval = lr_interval
     with torch.no_grad():
         out = model(data, k, edge_chunk=edge_chunk)
     del data
@@ -363,11 +355,6 @@ class ModelNowcaster:
         """Node updates feeding the outputs (see :func:`layer_parts`); 0 for WNN+."""
         return self.model.config.num_edge_updates
 
-    @property
-    def uses_lr_interval(self) -> bool:
-        """Whether the model is conditioned on the training regime (``config.lr_interval_input``)."""
-        return self.model.config.lr_interval_input
-
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> ModelNowcaster:
         """Load a checkpoint with :func:`nowcast.load` (a published ``.pt`` file or our directory format)."""
@@ -379,9 +366,9 @@ class ModelNowcaster:
         return cls(model, **kwargs)
 
     def predict(
-        self, graph: NeuralGraph | None, states: torch.Tensor, k: int, *, lr_interval: float | None = None
+        self, graph: NeuralGraph | None, states: torch.Tensor, k: int
     ) -> torch.Tensor:
-        return predict(graph, states, k, self.model, edge_chunk=self.edge_chunk, lr_interval=lr_interval)
+        return predict(graph, states, k, self.model, edge_chunk=self.edge_chunk)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model.config})"
@@ -431,7 +418,7 @@ def _predict_whole(
     lr_interval: float | None,
 ) -> torch.Tensor:
     if isinstance(predictor, NiNoModel):
-        return _predict_with_model(graph, states, k, predictor, pos=pos, edge_chunk=edge_chunk, lr_interval=lr_interval)
+        return _predict_with_model(graph, states, k, predictor, pos=pos, edge_chunk=edge_chunk)
     if pos is not None:
         raise ValueError("pos= applies only when the predictor is a NiNoModel")
     from .resolver import resolve
@@ -479,7 +466,7 @@ def predict(
             e.g. the exact encodings another implementation used.
         edge_chunk: overrides the model's ``edge_chunk`` (NiNoModel only).
         lr_interval: the base optimizer's learning rate times the steps between two states of
-            ``states``; required by models conditioned on it (``config.lr_interval_input``),
+            ``states``; required by predictors that route by it (:class:`nowcast.RegimeRouter`),
             ignored by the others.
 
     Returns:

@@ -129,9 +129,7 @@ class RegimeRouter:
                 f"{self.name} routes by training regime: pass lr_interval= (the base optimizer's learning rate x steps "
                 f"between two states; below {self.split:g} the first expert predicts, otherwise the second)"
             )
-        expert = self.expert(lr_interval)
-        kwargs = {"lr_interval": lr_interval} if expert.uses_lr_interval else {}
-        return expert.predict(graph, states, k, **kwargs)
+        return self.expert(lr_interval).predict(graph, states, k)
 
     def to(self, device: str | torch.device) -> RegimeRouter:
         """Move both experts' models to ``device`` (in place); returns ``self``."""

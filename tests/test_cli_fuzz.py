@@ -299,10 +299,7 @@ def _benchmark(name: str):
 BENCHMARK_ABBREVIATIONS = {
     "steps_to_target": ["--seeds", "1", "--seed", "7"],
     "jump_error": ["--trajectories", "x", "--checkpoints", "y", "--thread", "2"],
-    "jump_landing": ["--trajectories", "x", "--checkpoints", "y", "--thread", "2"],
-    "landing_loss": ["--trajectories", ".", "--runs", "r", "--repeat", "2"],
     "nowcast_step": ["--checkpo", "x"],
-    "regime_adapter": ["--repe", "2"],
     "graph_build": ["--tri", "2"],
     "hf_coverage": ["--job", "2"],
 }

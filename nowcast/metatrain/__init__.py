@@ -25,7 +25,7 @@ See ``docs/metatraining.md``.
 from .collection import collect, collect_run
 from .config import MetaTrainConfig, lr_at
 from .dataset import GraphCache, GraphInfo, MetaDataset, Window, WindowItem, arch_key, find_trajectories
-from .losses import baseline_losses, window_loss, window_terms
+from .losses import baseline_losses, window_loss
 from .model_card import append_evaluation, evaluation_table, write_model_card, write_router_card
 from .outputs import export, plot_training_curve
 from .recipes import RECIPES, Recipe, Route, RunSpec, get_recipe
@@ -65,7 +65,6 @@ __all__ = [
     "Window",
     "WindowItem",
     "window_loss",
-    "window_terms",
     "write_model_card",
     "write_router_card",
 ]

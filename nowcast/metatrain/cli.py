@@ -57,7 +57,7 @@ RECIPE_FILE = "recipe.json"
 EXPERTS = "experts"
 
 _OVERRIDES = (
-    "hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "landing_weight", "select", "seed", "checkpoint_every", "eval_every",
+    "hid", "layers", "steps", "batch", "lr", "wd", "warmup", "horizon_weighting", "select", "seed", "checkpoint_every", "eval_every",
 )
 
 
@@ -65,12 +65,11 @@ _OVERRIDES = (
 # machine, process CPU time): a base-optimizer step incl. the amortised validation at every
 # snapshot (FM/16: 27 ms + 1.6 s per evaluation of 10k images), and one window's NiNo forward +
 # backward at hid 64 over all 40 horizons incl. building the window (scales ~hid^2).
-_STEP_S = {"fm16": 0.035, "fm24": 0.055, "fm32": 0.08, "digits": 0.006, "shakespeare-3-24": 0.030, "shakespeare-2-32": 0.026}
+_STEP_S = {"fm16": 0.035, "fm32": 0.08, "digits": 0.006, "shakespeare-3-24": 0.030, "shakespeare-2-32": 0.026}
 # The validation at each snapshot, included in _STEP_S at one snapshot per 200 steps; runs that
 # save states more often pay it more often (FM/16 every 40 steps: 2000 steps in 133 s, not 70 s).
 _EVAL_S = {"fm16": 1.6}
-_WINDOW_S_HID64 = {"fm16": 0.028, "fm24": 0.06, "fm32": 0.1, "digits": 0.028, "shakespeare-3-24": 0.205, "shakespeare-2-32": 0.24}
-_LANDING_S = 0.032  # the landing term's task-network pass per window, whatever the NiNo size (benchmarks/landing_loss.py)
+_WINDOW_S_HID64 = {"fm16": 0.028, "fm32": 0.1, "digits": 0.028, "shakespeare-3-24": 0.205, "shakespeare-2-32": 0.24}
 
 
 def _metatrain_seconds(recipe: Any) -> tuple[float, str]:
@@ -83,12 +82,11 @@ def _metatrain_seconds(recipe: Any) -> tuple[float, str]:
             continue
         n_win = max(0, r.resolved_steps() // r.every + 1 - cfg.ctx)
         windows += n_win
-        window_cost += n_win * (_WINDOW_S_HID64.get(r.task, 0.0) * (cfg.hid / 64) ** 2 + (_LANDING_S if cfg.landing_weight else 0.0))
+        window_cost += n_win * _WINDOW_S_HID64.get(r.task, 0.0) * (cfg.hid / 64) ** 2
     seconds = cfg.steps * cfg.batch * (window_cost / max(1, windows))
     line = (
         f"meta-training: {cfg.steps} steps x {cfg.batch} windows at hid {cfg.hid}"
-        + (f" with the landing term (weight {cfg.landing_weight:g})" if cfg.landing_weight else "")
-        + f": about {seconds / 60:.0f} min on one free core"
+        f": about {seconds / 60:.0f} min on one free core"
     )
     return seconds, line
 
@@ -253,7 +251,7 @@ def _metatrain_stage(
         init = load(init)
     result = metatrain(
         dataset, work / METATRAIN, config, progress=not args.no_progress, restart=args.restart, val_dataset=val_dataset,
-        init_model=init, data_dir=getattr(args, "data_dir", None),
+        init_model=init,
     )
     timings = dict(timings)
     used = [t.path for t in dataset.trajectories] + ([t.path for t in val_dataset.trajectories] if val_dataset is not None else [])
@@ -435,11 +433,7 @@ def _add_metatrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wd", type=nonnegative_float, default=None, help="weight decay")
     g.add_argument("--warmup", type=nonnegative_int, default=None, help="steps of linear warm-up")
     g.add_argument("--horizon-weighting", choices=("window", "target"), default=None, help="how a window's horizons are averaged in the loss")
-    g.add_argument(
-        "--landing-weight", type=nonnegative_float, default=None,
-        help="weight of the landing term: the excess task loss where each window's farthest prediction lands (needs the tasks' data)",
-    )
-    g.add_argument("--select", choices=("val_loss", "val_jump", "val_landing"), default=None, help="validation metric that selects the exported weights")
+    g.add_argument("--select", choices=("val_loss", "val_jump"), default=None, help="validation metric that selects the exported weights")
     g.add_argument("--seed", type=seed, default=None, help="random seed")
     g.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
     g.add_argument("--eval-every", type=positive_int, default=None, help="steps between evaluations")
@@ -487,11 +481,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(default: the recipe's validation runs)",
     )
     m.add_argument("--out", type=output_dir, required=True, help="checkpoint folder to write")
-    m.add_argument("--data-dir", type=existing_dir, default=None, help="existing folder holding the datasets (for the landing term)")
     m.add_argument(
         "--init-from", type=existing_path, default=None,
-        help="fine-tune: start from this checkpoint's weights (same architecture; a regime-conditioned recipe may start "
-        "from an unconditioned checkpoint, its regime maps then start at zero)",
+        help="fine-tune: start from this checkpoint's weights (same architecture)",
     )
     _add_metatrain_options(m)
     _add_common(m)

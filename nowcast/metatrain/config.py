@@ -8,13 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import NiNoConfig
+from ..config import RETIRED_METATRAIN_OFF, NiNoConfig, without_retired
 
-__all__ = ["HORIZON_WEIGHTINGS", "SELECTION_METRICS", "TRAINABLE", "MetaTrainConfig", "lr_at"]
+__all__ = ["HORIZON_WEIGHTINGS", "SELECTION_METRICS", "MetaTrainConfig", "lr_at"]
 
 HORIZON_WEIGHTINGS = ("window", "target")
-SELECTION_METRICS = ("val_loss", "val_jump", "val_landing")
-TRAINABLE = ("all", "regime")
+SELECTION_METRICS = ("val_loss", "val_jump")
 
 
 @dataclass(frozen=True)
@@ -22,8 +21,7 @@ class MetaTrainConfig:
     """Model size and optimisation recipe of a meta-training run.
 
     Model (a :class:`nowcast.NiNoConfig` with ``gnn=True``, ``wte_pos_enc=False``): ``hid``,
-    ``layers``, ``lpe``, ``ctx``, ``seq_len``, ``max_feat_size``, ``lr_interval_input`` (condition
-    on each trajectory's learning rate times the steps between its states).
+    ``layers``, ``lpe``, ``ctx``, ``seq_len``, ``max_feat_size``.
 
     Optimisation: ``steps`` updates of ``batch`` windows each; AdamW with ``lr``, ``wd`` and
     betas ``(beta1, beta2)``; ``warmup`` steps of linear warm-up, then cosine decay to
@@ -41,13 +39,6 @@ class MetaTrainConfig:
     ``max_bad_steps`` consecutive skipped batches trigger a rollback with the learning rate
     multiplied by ``lr_backoff``.
 
-    Landing term: with ``landing_weight > 0`` every window's loss also gets ``landing_weight``
-    times the excess task loss of the network its prediction at its farthest recorded horizon
-    lands on (:class:`nowcast.landing_loss.LandingLoss`: the task network run on one of the task's
-    training batches, minus the loss of the recorded state; it needs the tasks' data). Validation
-    then also records ``val_landing``, the same excess at the jumps the wrapper would make along
-    the validation runs (:class:`nowcast.landing_loss.LandingScore`), which ``select`` may name.
-
     The defaults fit a 2-core CPU: at hid 64 one window's forward + backward over all 40
     horizons costs about 20 ms of CPU time on the FM/16 graph (2k edges) and 190-220 ms on the
     Shakespeare GPT graphs (27-33k edges); hid 128 costs 2.5-3x more (``docs/metatraining.md``).
@@ -59,12 +50,6 @@ class MetaTrainConfig:
     ctx: int = 5
     seq_len: int = 40
     max_feat_size: int = 9
-    lr_interval_input: bool = False
-    lr_interval_ceiling: float | None = None
-    lr_interval_floor: float | None = None
-    regime_adapter: bool = False
-    trainable: str = "all"
-    landing_weight: float = 0.0
     steps: int = 8000
     batch: int = 4
     lr: float = 3e-3
@@ -96,17 +81,8 @@ class MetaTrainConfig:
                 raise ValueError(f"MetaTrainConfig.{name} must be a non-negative integer, got {value!r}")
         if self.select not in SELECTION_METRICS:
             raise ValueError(f"MetaTrainConfig.select must be one of {', '.join(SELECTION_METRICS)}, got {self.select!r}")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"MetaTrainConfig.trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
-        if self.trainable == "regime" and not self.lr_interval_input:
-            raise ValueError("MetaTrainConfig.trainable='regime' trains only the regime parameters (maps and adapter offsets): set lr_interval_input=True")
-        self.nino_config()  # validates lr_interval_ceiling / lr_interval_floor
         if self.horizon_weighting not in HORIZON_WEIGHTINGS:
             raise ValueError(f"MetaTrainConfig.horizon_weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}, got {self.horizon_weighting!r}")
-        if isinstance(self.landing_weight, bool) or not isinstance(self.landing_weight, (int, float)) or not 0 <= self.landing_weight < math.inf:
-            raise ValueError(f"MetaTrainConfig.landing_weight must be a non-negative number, got {self.landing_weight!r}")
-        if self.select == "val_landing" and not self.landing_weight:
-            raise ValueError("MetaTrainConfig.select='val_landing' scores the landing term: set landing_weight > 0")
         if not (self.lr > 0 and self.clip > 0 and 0 < self.lr_backoff < 1 and 0 <= self.min_lr_ratio <= 1 and self.wd >= 0):
             raise ValueError("MetaTrainConfig: need lr > 0, clip > 0, 0 < lr_backoff < 1, 0 <= min_lr_ratio <= 1, wd >= 0")
 
@@ -114,8 +90,7 @@ class MetaTrainConfig:
         """The architecture of the model being trained."""
         return NiNoConfig(
             ctx=self.ctx, hid=self.hid, layers=self.layers, gnn=True, max_feat_size=self.max_feat_size,
-            seq_len=self.seq_len, lpe=self.lpe, wte_pos_enc=False, lr_interval_input=self.lr_interval_input,
-            lr_interval_ceiling=self.lr_interval_ceiling, lr_interval_floor=self.lr_interval_floor, regime_adapter=self.regime_adapter,
+            seq_len=self.seq_len, lpe=self.lpe, wte_pos_enc=False,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +98,8 @@ class MetaTrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> MetaTrainConfig:
+        """Inverse of :meth:`to_dict` (settings of a retired experiment left at "off" are dropped)."""
+        values = without_retired(values, RETIRED_METATRAIN_OFF)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -3,15 +3,13 @@ and the same error for two predictors that need no training (:func:`baseline_los
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..model import NiNoModel
 from .config import HORIZON_WEIGHTINGS
 from .dataset import WindowItem
 
-__all__ = ["baseline_losses", "window_loss", "window_terms"]
+__all__ = ["baseline_losses", "window_loss"]
 
 
 def window_loss(model: NiNoModel, item: WindowItem, weighting: str = "window") -> torch.Tensor:
@@ -23,14 +21,6 @@ def window_loss(model: NiNoModel, item: WindowItem, weighting: str = "window") -
     (window, horizon) target weighs the same; far horizons, which only early windows reach, keep
     their share).
     """
-    return window_terms(model, item, weighting)[0]
-
-
-def window_terms(
-    model: NiNoModel, item: WindowItem, weighting: str = "window", landing: Callable[[torch.Tensor, int], torch.Tensor] | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`window_loss` and, with ``landing``, ``landing(predicted state [E, F], horizon)`` of
-    the prediction at the window's farthest recorded horizon, from one forward pass."""
     if weighting not in HORIZON_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(HORIZON_WEIGHTINGS)}; got {weighting!r}")
     horizons = torch.nonzero(item.horizon_mask).flatten()
@@ -42,8 +32,7 @@ def window_terms(
     err = (out - item.last.unsqueeze(-1) - target).abs()
     weight = item.slot_mask.unsqueeze(-1).to(err.dtype)
     n_horizons = horizons.numel() if weighting == "window" else item.seq_len
-    l1 = (err * weight).sum() / (weight.sum() * n_horizons)
-    return l1, (None if landing is None else landing(out[:, :, -1], int(horizons[-1]) + 1))
+    return (err * weight).sum() / (weight.sum() * n_horizons)
 
 
 @torch.no_grad()

@@ -74,7 +74,7 @@ def write_model_card(
 
 
 def _overview_lines(result: MetaTrainResult, recipe: Mapping[str, Any] | None) -> list[str]:
-    """The title; what the model reads, predicts and how to use it; its regime input; the recipe's description."""
+    """The title; what the model reads, predicts and how to use it; the recipe's description."""
     cfg = result.config
     ncfg = cfg.nino_config()
     n_params = sum(p.numel() for p in result.model.parameters())
@@ -94,33 +94,6 @@ def _overview_lines(result: MetaTrainResult, recipe: Mapping[str, Any] | None) -
         "period=1000, max_train_steps=...)` or `nowcast compare --methods adam,nino --nino-checkpoint DIR`.",
         "",
     ]
-    if ncfg.lr_interval_input:
-        seen = [r["lr_interval"] for r in rows if r.get("lr_interval")]  # MetaDataset.describe()
-        span = f"; {min(seen):.3g} to {max(seen):.3g} in its training data" if seen else ""
-        lines += [
-            "It also reads the training regime: `log10` of the base learning rate times the steps between two "
-            f"states (`lr_interval`{span}). The optimizer wrapper passes it (the base "
-            "optimizer's current lr x period/ctx); `nowcast.predict(..., lr_interval=)` and `nowcast step "
-            "--lr-interval` take it explicitly.",
-            "",
-        ]
-    if ncfg.regime_bound is not None:
-        below = ncfg.lr_interval_ceiling is not None
-        bound = f"{ncfg.regime_bound:g}"
-        gate = f"log10({bound} / lr_interval)" if below else f"log10(lr_interval / {bound})"
-        lines += [
-            f"At and {'above' if below else 'below'} `lr_interval` {bound} the regime term is absent"
-            + (
-                f" and the model is, bit for bit, the network it adapts; {'below' if below else 'above'}, every weight reads "
-                f"`θ + gate · Δθ` with `gate = {gate}` and offsets `Δθ` learned from the data {'below' if below else 'above'} "
-                "(a regime adapter; `docs/metatraining.md`)."
-                if ncfg.regime_adapter else "."
-            ),
-            "",
-        ]
-    if cfg.trainable == "regime":
-        start = (recipe or {}).get("init_from") or "a trained checkpoint"
-        lines += [f"Only the regime parameters were trained; everything else is `{start}`'s, unchanged.", ""]
     if recipe and recipe.get("description"):
         lines += [f"Recipe `{name}`: {recipe['description']}.", ""]
     return lines
@@ -202,16 +175,9 @@ def _result_lines(result: MetaTrainResult, timings: Mapping[str, float] | None) 
             f"trajectories: first {_fmt(val[0])}, last {_fmt(val[-1])}, at the selected step {_fmt(best.get('val_loss'))}; "
             f"no change scores {_fmt(result.baselines.get('val_zero'))}, Linefit {_fmt(result.baselines.get('val_linefit'))};",
             f"- jump error along the validation trajectories (the predictions the optimizer wrapper would ask for, as a "
-            f"fraction of the no-change error; `nowcast.jump_error`): first {_fmt(jump[0])}, last {_fmt(jump[-1])}, "
+            f"fraction of the no-change error; `nowcast.metatrain.jump_error`): first {_fmt(jump[0])}, last {_fmt(jump[-1])}, "
             f"at the selected step {_fmt(best.get('val_jump'))};",
         ]
-        landed = result.evals.get("val_landing")
-        if landed:
-            lines.append(
-                f"- landing term (weight {cfg.landing_weight:g}): excess training loss of the task network where those jumps "
-                f"land (`nowcast.landing_loss`; 0 = as good as where Adam was): first {_fmt(landed[0])}, last "
-                f"{_fmt(landed[-1])}, at the selected step {_fmt(best.get('val_landing'))};"
-            )
         lines.append(f"- selection: the lowest `{cfg.select}`, at step {best.get('step')} (**the shipped weights**).")
     timings = dict(timings or {})
     timings.setdefault("meta-training", result.wall_s)

@@ -103,8 +103,8 @@ class Recipe:
             lowest (:class:`nowcast.metatrain.MetaTrainConfig`).
         workers: collection processes run in parallel by default (one thread each).
         init_from: a trained checkpoint folder that meta-training starts from instead of a random
-            initialisation (relative paths from the working directory), e.g. the base model of a
-            regime adapter; ``nowcast metatrain --init-from`` overrides it.
+            initialisation (relative paths from the working directory);
+            ``nowcast metatrain --init-from`` overrides it.
         route: set for a routed recipe: its runs are collected once, each named recipe's model is
             meta-trained on its own runs among them, and the checkpoint routes between the two
             (``metatrain`` is then unused; see :class:`Route`).
@@ -172,35 +172,14 @@ _NINO_CPU_RUNS = (
     + _grid("shakespeare-3-24", range(100, 108), (1.0, 0.5, 1.5, 0.75), 5_000)
     + _grid("shakespeare-2-32", range(100, 108), (1.0, 1.5, 0.5, 1.25), 5_000)
 )
-# Twice and three times nino-cpu's long-regime FM/16 runs: the first 12 or all 24 of these, same learning rates.
-_MORE_FM16_RUNS = _grid("fm16", range(150, 174), _FM16_LR_MULTS, 10_000)
-# Convnets of a second width (24-48-48), same regime: does width variety in the data help FM/32's width?
-_FM24_RUNS = _grid("fm24", range(180, 188), _FM16_LR_MULTS, 10_000)
 _NINO_CPU_VAL = (RunSpec("fm16", 112, 1.0, 10_000), RunSpec("shakespeare-3-24", 108, 1.0, 5_000), RunSpec("shakespeare-2-32", 108, 1.0, 5_000))
 # The regime of the held-out digits task (Adam 1e-3 = FM/16's 6e-3 x 1/6, states every 40 steps), on FashionMNIST.
 _LOW_LR_FM16_RUNS = _grid("fm16", range(120, 128), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
 _LOW_LR_FM16_VAL = (RunSpec("fm16", 128, 0.1667, 2_000, every=40),)
-# Twice as many again for the regime adapter, which trains on this regime alone.
-_MORE_LOW_LR_FM16_RUNS = _grid("fm16", range(129, 145), (0.1667, 0.25, 0.125, 0.3333), 2_000, every=40)
-_MORE_LOW_LR_FM16_VAL = (RunSpec("fm16", 145, 0.1667, 2_000, every=40),)
-# A regime adapter (nino-cpu-adapter, nino-cpu-mixed-adapter): only offsets train, from a trained checkpoint.
-_ADAPTER_METATRAIN = {
-    "hid": 64, "lr_interval_input": True, "regime_adapter": True, "trainable": "regime",
-    "steps": 1_500, "batch": 4, "lr": 1e-3, "warmup": 50, "checkpoint_every": 100, "eval_every": 100,
-    "val_windows": 64, "select": "val_jump",
-}
 _NINO_CPU_METATRAIN = {
     "hid": 64, "steps": 6_000, "batch": 4, "lr": 3e-3, "warmup": 250, "checkpoint_every": 250, "eval_every": 250,
     "val_windows": 64, "select": "val_jump",
 }
-
-
-def _nino_cpu_plus(name: str, description: str, extra_runs: tuple[RunSpec, ...]) -> Recipe:
-    """nino-cpu with more training runs and nothing else changed (its validation runs and meta-training)."""
-    return Recipe(
-        name=name, description=description, runs=_NINO_CPU_RUNS + extra_runs, val_runs=_NINO_CPU_VAL,
-        metatrain=dict(_NINO_CPU_METATRAIN), workers=2,
-    )
 
 
 RECIPES: dict[str, Recipe] = {
@@ -216,25 +195,6 @@ RECIPES: dict[str, Recipe] = {
         val_runs=_NINO_CPU_VAL,
         metatrain=_NINO_CPU_METATRAIN,
         workers=2,
-    ),
-    "nino-cpu-more": _nino_cpu_plus(
-        "nino-cpu-more",
-        "nino-cpu with twice the FM/16 runs (24 of 10k steps, seeds 100-111 and 150-161, learning rates x0.5 to x1.5) "
-        "and the same 16 Tiny Shakespeare runs, validation runs and meta-training (an experiment on FM/32's "
-        "dependence on the training run, see docs/metatraining.md)",
-        _MORE_FM16_RUNS[:12],
-    ),
-    "nino-cpu-more3": _nino_cpu_plus(
-        "nino-cpu-more3",
-        "nino-cpu-more with 12 FM/16 runs more again (36 of 10k steps, seeds 100-111 and 150-173); same experiment",
-        _MORE_FM16_RUNS,
-    ),
-    "nino-cpu-wide": _nino_cpu_plus(
-        "nino-cpu-wide",
-        "nino-cpu plus 8 FashionMNIST runs of a wider convnet (fm24: 24-48-48, 10k steps, seeds 180-187, the "
-        "FM/16 learning-rate grid); same validation runs and meta-training (an experiment on FM/32's width, "
-        "see docs/metatraining.md)",
-        _FM24_RUNS,
     ),
     "nino-cpu-mixed": Recipe(
         name="nino-cpu-mixed",
@@ -260,46 +220,6 @@ RECIPES: dict[str, Recipe] = {
         val_runs=_NINO_CPU_VAL + _LOW_LR_FM16_VAL,
         workers=2,
         route=Route(below="nino-cpu-mixed", above="nino-cpu", split=0.2),
-    ),
-    "nino-cpu-regime": Recipe(
-        name="nino-cpu-regime",
-        description=(
-            "nino-cpu-mixed's runs and validation runs, meta-trained with the regime as an input (log10 of each "
-            "run's learning rate x steps between states), so one model can learn both regimes' futures"
-        ),
-        runs=_NINO_CPU_RUNS + _LOW_LR_FM16_RUNS,
-        val_runs=_NINO_CPU_VAL + _LOW_LR_FM16_VAL,
-        metatrain={**_NINO_CPU_METATRAIN, "lr_interval_input": True},
-        workers=2,
-    ),
-    "nino-cpu-adapter": Recipe(
-        name="nino-cpu-adapter",
-        description=(
-            "a regime adapter for checkpoints/nino-cpu: 24 short FM/16 runs in digits' regime (2k steps, learning "
-            "rates x1/8 to x1/3, states every 40 steps) train zero-initialised offsets of every weight, scaled by "
-            "log10(0.2 / lr_interval) below lr_interval 0.2 and absent above it, so the model is exactly nino-cpu in "
-            "every regime nino-cpu was trained on; nino-cpu's own weights stay frozen"
-        ),
-        runs=_LOW_LR_FM16_RUNS + _MORE_LOW_LR_FM16_RUNS,
-        val_runs=_LOW_LR_FM16_VAL + _MORE_LOW_LR_FM16_VAL,
-        metatrain={**_ADAPTER_METATRAIN, "lr_interval_ceiling": 0.2},
-        workers=2,
-        init_from="checkpoints/nino-cpu",
-    ),
-    "nino-cpu-mixed-adapter": Recipe(
-        name="nino-cpu-mixed-adapter",
-        description=(
-            "the mirror of nino-cpu-adapter, for checkpoints/nino-cpu-mixed: its 12 long-regime FM/16 runs (states every "
-            "200 steps, lr_interval 0.6 to 1.8) train zero-initialised offsets of every weight, scaled by "
-            "log10(lr_interval / 0.6) above lr_interval 0.6 and absent at and below it, so the model is exactly "
-            "nino-cpu-mixed in every shorter regime (digits', WikiText-2's, Tiny Shakespeare's); nino-cpu-mixed's own "
-            "weights stay frozen"
-        ),
-        runs=_NINO_CPU_RUNS[:12],
-        val_runs=_NINO_CPU_VAL[:1],
-        metatrain={**_ADAPTER_METATRAIN, "lr_interval_floor": 0.6},
-        workers=2,
-        init_from="checkpoints/nino-cpu-mixed",
     ),
     "tiny": Recipe(
         name="tiny",

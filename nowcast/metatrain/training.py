@@ -36,18 +36,15 @@ from typing import Any
 import torch
 
 from ..jump_error import JumpScore
-from ..landing_loss import LandingLoss, LandingScore
 from ..model import NiNoModel
 from .config import SELECTION_METRICS, MetaTrainConfig, lr_at
 from .dataset import MetaDataset
-from .losses import baseline_losses, window_loss, window_terms
+from .losses import baseline_losses, window_loss
 from .work_folder import CHECKPOINT_FILE, CHECKPOINT_VERSION, MetaTrainResult, atomic_save, read_checkpoint, write_history
 
 __all__ = ["metatrain"]
 
 log = logging.getLogger(__name__)
-
-_REGIME_FIELDS = ("lr_interval_input", "lr_interval_ceiling", "lr_interval_floor", "regime_adapter")
 
 # an eval loss this close to the no-change loss after warm-up means the model stopped predicting
 # (seen at hid 128 with lr 3e-3: gradient norm -> 0, no NaN, so the NaN recovery does not see it)
@@ -55,22 +52,11 @@ _COLLAPSE_TOLERANCE = 0.005
 
 
 def _start_from(model: NiNoModel, init_model: NiNoModel) -> None:
-    """Copy ``init_model``'s weights into ``model``; regime maps and offsets it lacks start at zero."""
-    def architecture(m: NiNoModel) -> dict[str, Any]:
-        return {k: v for k, v in m.config.to_dict().items() if k not in _REGIME_FIELDS}
-
-    def regime(m: NiNoModel) -> tuple[Any, ...]:
-        return tuple(getattr(m.config, k) for k in _REGIME_FIELDS)
-
-    # an unconditioned model may start any regime variant; a conditioned one only its own
-    if architecture(model) != architecture(init_model) or (init_model.config.lr_interval_input and regime(model) != regime(init_model)):
+    """Copy ``init_model``'s weights into ``model`` (same architecture)."""
+    if model.config != init_model.config:
         raise ValueError(f"cannot start meta-training from a model with config {init_model.config}; the recipe builds {model.config}")
-    missing, _ = model.load_state_dict(init_model.state_dict(), strict=False)
-    with torch.no_grad():
-        for name in missing:  # only the regime maps can be missing (the configs agree otherwise)
-            model.get_parameter(name).zero_()
-    log.info("meta-training starts from the given model's weights%s", f" (zero: {', '.join(missing)})" if missing else "")
-
+    model.load_state_dict(init_model.state_dict())
+    log.info("meta-training starts from the given model's weights")
 
 
 def metatrain(
@@ -84,7 +70,6 @@ def metatrain(
     step_callback: Callable[[int, NiNoModel], None] | None = None,
     val_dataset: MetaDataset | None = None,
     init_model: NiNoModel | None = None,
-    data_dir: str | os.PathLike | None = None,
 ) -> MetaTrainResult:
     """Train (or continue training) a NiNo model on ``dataset``.
 
@@ -104,11 +89,8 @@ def metatrain(
             and the weights with the lowest ``config.select`` are kept in the checkpoint
             (:meth:`MetaTrainResult.selected_model`).
         init_model: start from these weights instead of a random initialisation (fine-tuning a
-            trained checkpoint). Its architecture must be the config's, except that a
-            regime-conditioned config may start from an unconditioned model: the regime maps
-            then start at zero, so the first predictions are ``init_model``'s. Ignored when a
+            trained checkpoint). Its architecture must be the config's. Ignored when a
             checkpoint is resumed.
-        data_dir: where the tasks' data live, for the landing term (default: the usual search path).
     """
     config = config or MetaTrainConfig()
     work = Path(work_dir)
@@ -116,10 +98,10 @@ def metatrain(
     dataset = _training_windows(dataset, config, work)
     ckpt_path = work / CHECKPOINT_FILE
     resuming = ckpt_path.is_file() and not restart
-    model = _initial_model(config, init_model, resuming)
+    model = _initial_model(config, init_model)
     optimizer = _optimizer(model, config)
     sampler = torch.Generator().manual_seed(config.seed)
-    scoring = _scoring(config, dataset, val_dataset, data_dir)
+    scoring = _scoring(config, dataset, val_dataset)
     run = _MetaTraining(config, work, dataset, val_dataset, model, optimizer, sampler, scoring)
     if resuming:
         run.resume(ckpt_path)
@@ -139,20 +121,15 @@ def _training_windows(dataset: MetaDataset | str | os.PathLike, config: MetaTrai
     return dataset
 
 
-def _initial_model(config: MetaTrainConfig, init_model: NiNoModel | None, resuming: bool) -> NiNoModel:
+def _initial_model(config: MetaTrainConfig, init_model: NiNoModel | None) -> NiNoModel:
     """The model before training: seeded from ``config.seed`` (the global RNG is left as it was) or
-    copied from ``init_model``; a regime adapter trains only its regime parameters."""
+    copied from ``init_model``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = NiNoModel(config.nino_config(), edge_chunk=None)
     if init_model is not None:
         _start_from(model, init_model)
-    elif config.trainable == "regime" and not resuming:
-        raise ValueError("MetaTrainConfig.trainable='regime' adapts a trained model: pass init_model (command line: --init-from DIR)")
     model.train()
-    if config.trainable == "regime":  # the regime adapter: everything else stays as init_model had it
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith(("lr_interval_", "regime_delta.")))
     return model
 
 
@@ -172,17 +149,14 @@ def _optimizer(model: NiNoModel, config: MetaTrainConfig) -> torch.optim.AdamW:
 @dataclass
 class _Scoring:
     """What every evaluation measures: the loss on fixed training windows (``eval_ids``) and fixed
-    validation windows (``val_ids``), the jump error and the landing excess along the validation
-    runs; ``landing`` is the landing term of the training loss (None without one)."""
+    validation windows (``val_ids``) and the jump error along the validation runs."""
 
     eval_ids: list[int]
     val_ids: list[int]
     jump_score: JumpScore | None
-    landing: LandingLoss | None
-    landing_score: LandingScore | None
 
 
-def _scoring(config: MetaTrainConfig, dataset: MetaDataset, val_dataset: MetaDataset | None, data_dir: str | os.PathLike | None) -> _Scoring:
+def _scoring(config: MetaTrainConfig, dataset: MetaDataset, val_dataset: MetaDataset | None) -> _Scoring:
     """Draw the fixed evaluation windows and set up the scorers, failing early on a validation set
     that cannot score what ``config.select`` names."""
     eval_gen = torch.Generator().manual_seed(config.seed + 1)
@@ -197,18 +171,12 @@ def _scoring(config: MetaTrainConfig, dataset: MetaDataset, val_dataset: MetaDat
         n_val = min(config.val_windows, len(val_dataset))
         val_ids = torch.randperm(len(val_dataset), generator=torch.Generator().manual_seed(config.seed + 2))[:n_val].tolist()
     jump_score = JumpScore(val_dataset) if val_ids else None
-    landing = LandingLoss(data_dir=data_dir, seed=config.seed) if config.landing_weight else None
-    if landing is not None:  # load every task's data now: a missing dataset fails before any training
-        for task in sorted({t.meta["task"] for t in dataset.trajectories}):
-            landing.task(task)
-    landing_score = LandingScore(val_dataset, landing) if landing is not None and val_ids else None
-    for metric, score in (("val_jump", jump_score), ("val_landing", landing_score)):
-        if config.select == metric and (score is None or not score.pairs):
-            raise ValueError(
-                f"select={metric!r} needs validation trajectories long enough for a jump's target to be recorded "
-                "(see nowcast.jump_error); use select='val_loss' or longer validation runs"
-            )
-    return _Scoring(eval_ids, val_ids, jump_score, landing, landing_score)
+    if config.select == "val_jump" and (jump_score is None or not jump_score.pairs):
+        raise ValueError(
+            "select='val_jump' needs validation trajectories long enough for a jump's target to be recorded "
+            "(see nowcast.metatrain.jump_error); use select='val_loss' or longer validation runs"
+        )
+    return _Scoring(eval_ids, val_ids, jump_score)
 
 
 class _MetaTraining:
@@ -239,7 +207,6 @@ class _MetaTraining:
             "history": {"step": [], "loss": [], "lr": [], "grad_norm": []},
             "evals": {
                 "step": [], "loss": [], **({"val_loss": [], "val_jump": []} if scoring.val_ids else {}),
-                **({"val_landing": []} if scoring.landing_score is not None else {}),
             },
             "baselines": {},
             "best": None,
@@ -317,8 +284,6 @@ class _MetaTraining:
         if scoring.val_ids:
             measured["val_loss"] = self._mean_loss(self.val_dataset, scoring.val_ids)
             measured["val_jump"] = scoring.jump_score(model) if scoring.jump_score.pairs else None
-        if scoring.landing_score is not None:
-            measured["val_landing"] = scoring.landing_score(model) if scoring.landing_score.pairs else None
         model.train(was)
         return measured
 
@@ -346,9 +311,8 @@ class _MetaTraining:
             state["best"] = {"step": done, **now}
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         log.info(
-            "meta-training step %d: eval loss %.4f, validation loss %.4f, validation jump error %s%s (best %s %.4f at step %d)",
+            "meta-training step %d: eval loss %.4f, validation loss %.4f, validation jump error %s (best %s %.4f at step %d)",
             done, evals["loss"][-1], now["val_loss"], "-" if now["val_jump"] is None else f"{now['val_jump']:.4f}",
-            "" if now.get("val_landing") is None else f", validation landing excess {now['val_landing']:.4f}",
             config.select, state["best"][config.select], state["best"]["step"],
         )
 
@@ -371,11 +335,11 @@ class _MetaTraining:
             while state["step"] < config.steps:
                 step = state["step"]
                 lr = config.lr * state["lr_scale"] * lr_at(step, config)
-                total, landed, grad_norm = self._step(step, lr, params, loss_hook)
+                total, grad_norm = self._step(step, lr, params, loss_hook)
                 finite = math.isfinite(grad_norm)
                 state["step"] = step + 1
                 if finite:
-                    self._record(step, lr, total, landed, grad_norm)
+                    self._record(step, lr, total, grad_norm)
                 else:
                     self._skip(step)
                 done = state["step"]
@@ -398,35 +362,26 @@ class _MetaTraining:
 
     def _step(
         self, step: int, lr: float, params: list[torch.nn.Parameter], loss_hook: Callable[[int, torch.Tensor], torch.Tensor] | None
-    ) -> tuple[float, float, float]:
-        """Accumulate the gradients of one batch of windows and clip them: the batch loss, the mean
-        landing excess and the gradient norm (NaN when the loss or the gradient is not finite)."""
-        config, dataset, landing = self.config, self.dataset, self.scoring.landing
+    ) -> tuple[float, float]:
+        """Accumulate the gradients of one batch of windows and clip them: the batch loss and the
+        gradient norm (NaN when the loss or the gradient is not finite)."""
+        config, dataset = self.config, self.dataset
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         ids = torch.randint(len(dataset), (config.batch,), generator=self.sampler).tolist()
         self.optimizer.zero_grad(set_to_none=True)
-        total, landed = 0.0, 0.0
-        for j, i in enumerate(ids):
-            item = dataset[i]
-            meta = dataset.trajectories[item.window.traj].meta
-            term = None if landing is None else (
-                lambda out, k, item=item, meta=meta, key=step * config.batch + j: landing(item, out, meta, horizon=k, key=key)
-            )
-            loss, excess = window_terms(self.model, item, config.horizon_weighting, term)
-            if excess is not None:
-                landed += float(excess.detach()) / config.batch
-                loss = loss + config.landing_weight * excess
-            loss = loss / config.batch
+        total = 0.0
+        for i in ids:
+            loss = window_loss(self.model, dataset[i], config.horizon_weighting) / config.batch
             if loss_hook is not None:
                 loss = loss_hook(step, loss)
             if not bool(torch.isfinite(loss)):
-                return total, landed, math.nan
+                return total, math.nan
             loss.backward()
             total += float(loss.detach())
-        return total, landed, float(torch.nn.utils.clip_grad_norm_(params, config.clip))
+        return total, float(torch.nn.utils.clip_grad_norm_(params, config.clip))
 
-    def _record(self, step: int, lr: float, total: float, landed: float, grad_norm: float) -> None:
+    def _record(self, step: int, lr: float, total: float, grad_norm: float) -> None:
         """Apply the update of a finite batch and add it to the history."""
         self.optimizer.step()
         self.state["consecutive_bad"] = 0
@@ -435,8 +390,6 @@ class _MetaTraining:
         hist["loss"].append(total)
         hist["lr"].append(lr)
         hist["grad_norm"].append(grad_norm)
-        if self.scoring.landing is not None:
-            hist.setdefault("landing", []).append(landed)
 
     def _skip(self, step: int) -> None:
         """Drop a non-finite batch; after ``max_bad_steps`` in a row, roll back to the last good

@@ -117,9 +117,6 @@ def _fashion_task(name: str, hid: tuple[int, int, int], params: str, target: flo
 
 FM16 = _fashion_task("fm16", (16, 32, 32), "14,378", 0.895, in_distribution=True)
 FM32 = _fashion_task("fm32", (32, 64, 64), "56,394", 0.905, in_distribution=False)
-# A training task only (width between FM/16 and FM/32, for meta-training data of more than one
-# width); its target is interpolated between the two and no reported result uses it.
-FM24 = _fashion_task("fm24", (24, 48, 48), "31,930", 0.90, in_distribution=False)
 
 DIGITS = register_task(
     Task(

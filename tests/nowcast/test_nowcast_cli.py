@@ -13,7 +13,7 @@ from nowcast_testutils import small_nino
 
 import neuralgraph as ng
 from neuralgraph.examples import mlp
-from nowcast import Linefit, predict
+from nowcast import Linefit, RegimeRouter, predict
 from nowcast.cli import main
 
 transformers = pytest.importorskip("transformers")
@@ -88,13 +88,13 @@ def test_states_files(tmp_path: Path) -> None:
     expected = predict(graph, states[:, -5:], 4, model)
     torch.testing.assert_close(load_file(str(target))["states"][:, 0], expected, rtol=0, atol=1e-6)
 
-    # a regime-conditioned checkpoint needs the regime: learning rate x steps between the inputs
-    conditioned = small_nino(lr_interval_input=True)
-    conditioned.save(tmp_path / "regime")
+    # a routed checkpoint needs the regime: learning rate x steps between the inputs
+    routed = RegimeRouter(small_nino(seed=0), small_nino(seed=1), 0.1)
+    routed.save(tmp_path / "regime")
     args = ["step", str(tmp_path / "s.safetensors"), "--predictor", str(tmp_path / "regime"), "--k", "4", "--overwrite"]
     assert main([*args, "--out", str(target)]) == 2
     assert main([*args, "--lr-interval", "0.2", "--out", str(target)]) == 0
-    expected = predict(graph, states[:, -5:], 4, conditioned, lr_interval=0.2)
+    expected = predict(graph, states[:, -5:], 4, routed.above.model)
     torch.testing.assert_close(load_file(str(target))["states"][:, 0], expected, rtol=0, atol=1e-6)
     assert main([*args, "--lr-interval", "-1", "--out", str(target)]) == 2
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import neuralgraph as ng
-from nowcast.metatrain import RECIPES, MetaTrainConfig, RunSpec, collect, collect_run, get_recipe, load_trajectory
+from nowcast.metatrain import RECIPES, RunSpec, collect, collect_run, get_recipe, load_trajectory
 from nowcast.tasks import get_task
 from nowcast.training import train
 
@@ -145,39 +145,6 @@ def test_mixed_recipe_adds_the_low_learning_rate_regime_to_nino_cpu():
     assert min(r.lr_mult for r in extra) < 1 / 6 < max(r.lr_mult for r in extra) < 0.5
     assert dict(mixed.metatrain) == dict(base.metatrain)
     assert min(r.seed for r in mixed.all_runs) >= 100
-
-
-@pytest.mark.parametrize("name, extra_runs", [("nino-cpu-more", 12), ("nino-cpu-more3", 24)])
-def test_more_recipes_add_long_regime_fm16_runs_to_nino_cpu(name, extra_runs):
-    """The data experiment: only the number of FM/16 runs changes (same regime, new seeds)."""
-    base, more = get_recipe("nino-cpu"), get_recipe(name)
-    assert more.runs[: len(base.runs)] == base.runs and more.val_runs == base.val_runs
-    extra = more.runs[len(base.runs) :]
-    assert len(extra) == extra_runs
-    assert {(r.task, r.every, r.resolved_steps()) for r in extra} == {("fm16", 200, 10_000)}
-    assert {r.lr_mult for r in extra} == {r.lr_mult for r in base.runs if r.task == "fm16"}
-    assert not {r.seed for r in extra} & {r.seed for r in base.all_runs if r.task == "fm16"}
-    assert dict(more.metatrain) == dict(base.metatrain)
-
-
-def test_wide_recipe_adds_a_second_convnet_width_to_nino_cpu():
-    """The width experiment: nino-cpu plus FM/24 runs in FM/16's regime; FM/32's width stays unseen."""
-    base, wide = get_recipe("nino-cpu"), get_recipe("nino-cpu-wide")
-    assert wide.runs[: len(base.runs)] == base.runs and wide.val_runs == base.val_runs
-    extra = wide.runs[len(base.runs) :]
-    assert len(extra) == 8 and {(r.task, r.every, r.resolved_steps()) for r in extra} == {("fm24", 200, 10_000)}
-    assert {r.lr_mult for r in extra} == {r.lr_mult for r in base.runs if r.task == "fm16"}
-    assert min(r.seed for r in extra) >= 100 and dict(wide.metatrain) == dict(base.metatrain)
-    assert "fm32" not in {r.task for r in wide.all_runs}
-    n = {t: sum(p.numel() for p in get_task(t).model().parameters()) for t in ("fm16", "fm24", "fm32")}
-    assert n["fm16"] < n["fm24"] < n["fm32"]
-
-
-def test_regime_recipe_is_the_mixed_data_with_the_regime_input():
-    mixed, regime = get_recipe("nino-cpu-mixed"), get_recipe("nino-cpu-regime")
-    assert regime.runs == mixed.runs and regime.val_runs == mixed.val_runs
-    assert dict(regime.metatrain) == {**mixed.metatrain, "lr_interval_input": True}
-    assert MetaTrainConfig.from_dict(regime.metatrain).nino_config().lr_interval_input
 
 
 @pytest.mark.slow

@@ -73,25 +73,13 @@ def test_dataset_path_equals_predict(dataset, model):
 
 
 def test_windows_carry_the_regime_of_their_run(traj_dir, dataset):
-    """lr x steps between window states, from each run's metadata; a conditioned model reads it
-    from the window exactly as predict() is given it at inference."""
+    """lr x steps between window states, from each run's metadata (what a regime router splits on)."""
     for t, traj in enumerate(dataset.trajectories):
         assert dataset.lr_interval(t) == pytest.approx(traj.meta["optimizer"]["lr"] * 20)
     wide = MetaDataset(traj_dir, seq_len=SEQ_LEN, spacing=2)
     assert wide.lr_interval(0) == pytest.approx(2 * dataset.lr_interval(0))
     assert dataset.lr_interval(0) == pytest.approx(2 * dataset.lr_interval(1))  # lr x1 vs x0.5
-    torch.manual_seed(1)
-    model = NiNoModel(NiNoConfig(hid=16, seq_len=SEQ_LEN, wte_pos_enc=False, lr_interval_input=True))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    item = dataset[6]  # a window of the second run
-    inputs, _, _ = dataset.window_states(6)
-    assert item.data.lr_interval == dataset.lr_interval(1)
-    with torch.no_grad():
-        ours = unscale(item.graph.to_params(model(item.data, 2)), item.scales)
-    assert torch.equal(ours, predict(item.graph, inputs, 2, model, lr_interval=dataset.lr_interval(1)))
-    assert not torch.allclose(ours, predict(item.graph, inputs, 2, model, lr_interval=dataset.lr_interval(0)))
+    assert dataset[6].data.lr_interval == dataset.lr_interval(1)  # a window of the second run
 
 
 def test_targets_reconstruct_the_future(dataset):

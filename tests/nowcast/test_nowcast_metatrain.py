@@ -177,100 +177,40 @@ def test_export_load_and_model_card(dataset, tmp_path):
     assert "| adam | 50 60 | 55 |" in card and "| nino | 30 - | - | - |" in card
 
 
-def test_a_regime_conditioned_run_trains_the_regime_maps_and_says_so_in_the_card(dataset, tmp_path):
-    result = metatrain(dataset, tmp_path / "work", small(lr_interval_input=True), progress=False)
-    for name in ("lr_interval_edge", "lr_interval_node"):  # biases start at 0 and are not decayed: only gradients move them
-        bias = getattr(result.model, name).bias
-        assert torch.isfinite(bias).all() and bias.abs().max() > 0, f"{name} was not trained"
-    out = export(result, tmp_path / "ckpt", recipe={"name": "unit", "description": "two digits runs"})
-    loaded = nowcast.load(out)
-    assert loaded.config.lr_interval_input
-    card = (out / "MODEL_CARD.md").read_text()
-    lr_interval = dataset.lr_interval(0)  # digits Adam 1e-3 x1, states every 20 steps
-    assert "reads the training regime" in card and f"{lr_interval / 2:.3g} to {lr_interval:.3g}" in card
-    with pytest.raises(ValueError, match="pass lr_interval="):
-        nowcast.predict(dataset[0].graph, dataset.window_states(0)[0], 2, loaded)
-
-
 def test_fine_tuning_starts_from_the_given_weights(dataset, tmp_path):
-    """A regime-conditioned run started from an unconditioned model predicts exactly what that
-    model predicts before its first update (the regime maps start at zero)."""
+    """A run started from a trained model predicts exactly what that model predicts before its
+    first update; a model of another architecture is refused."""
     base = metatrain(dataset, tmp_path / "base", small(), progress=False).model
-    seen = {}
-
-    def first_step(step, model):
-        if step == 1:
-            seen["bias"] = model.lr_interval_edge.bias.detach().clone()
-
     with torch.no_grad():
-        item = dataset[0]
-        expected = base(item.data, [1, 4])
-    tuned = metatrain(
-        dataset, tmp_path / "tuned", small(lr_interval_input=True, steps=1), progress=False, init_model=base,
-        step_callback=first_step,
-    )
+        expected = base(dataset[0].data, [1, 4])
+    tuned = metatrain(dataset, tmp_path / "tuned", small(steps=1), progress=False, init_model=base)
     assert tuned.step == 1
-    torch.manual_seed(0)
-    start = nowcast.NiNoModel(small(lr_interval_input=True).nino_config())
+    start = nowcast.NiNoModel(small().nino_config())
     from nowcast.metatrain.training import _start_from
 
     _start_from(start, base)
     with torch.no_grad():
-        assert torch.equal(start(item.data, [1, 4]), expected)
-    assert seen["bias"].abs().max() > 0  # and training then moves the regime maps
+        assert torch.equal(start(dataset[0].data, [1, 4]), expected)
+    assert not all(torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(), base.state_dict().values()))
     with pytest.raises(ValueError, match="cannot start meta-training from"):
         metatrain(dataset, tmp_path / "bad", small(hid=16), progress=False, init_model=base)
 
 
-def test_a_regime_adapter_trains_only_its_offsets_and_resumes_exactly(dataset, tmp_path):
-    """``trainable="regime"`` from a trained model: the model's own weights stay bit for bit, the
-    offsets learn, predictions at and above the ceiling are the base model's, and an interrupted
-    run resumes to the same weights."""
-    base = metatrain(dataset, tmp_path / "base", small(), progress=False).model
-    cfg = small(lr_interval_input=True, lr_interval_ceiling=0.2, regime_adapter=True, trainable="regime", steps=8)
-    with pytest.raises(ValueError, match="pass init_model"):
-        metatrain(dataset, tmp_path / "alone", cfg, progress=False)
-    with pytest.raises(ValueError, match="trainable must be one of"):
-        small(trainable="decoder")
-    with pytest.raises(ValueError, match="set lr_interval_input=True"):
-        small(trainable="regime")
-    whole = metatrain(dataset, tmp_path / "whole", cfg, progress=False, init_model=base)
-    adapted = whole.model
-    for name, p in base.named_parameters():
-        assert torch.equal(adapted.get_parameter(name), p), f"{name} moved"
-    assert any(float(d.detach().abs().max()) > 0 for d in adapted.regime_delta.values())
-    item = dataset[0]  # digits, states every 20 steps at lr 1e-3: lr_interval 0.02, below the ceiling
-    with torch.no_grad():
-        reference = base(item.data, [1, 4])
-        below = adapted(item.data, [1, 4])
-        item.data.lr_interval = 0.2
-        assert torch.equal(adapted(item.data, [1, 4]), reference)
-    assert not torch.allclose(below, reference)
-
-    with pytest.raises(KeyboardInterrupt):
-        metatrain(dataset, tmp_path / "split", cfg, progress=False, init_model=base, step_callback=interrupt_at(6))
-    resumed = metatrain(dataset, tmp_path / "split", cfg, progress=False, init_model=base)
-    a, b = whole.model.state_dict(), resumed.model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    card = (export(whole, tmp_path / "ckpt", recipe={"name": "unit", "init_from": "base"}) / "MODEL_CARD.md").read_text()
-    assert "bit for bit, the network it adapts" in card and "everything else is `base`'s" in card
-
-
-def test_a_floor_adapter_trains_above_its_floor_and_says_so_in_the_card(dataset, tmp_path):
-    """The mirror image: offsets scaled by log10(lr_interval / floor), the base model at and below the floor."""
-    base = metatrain(dataset, tmp_path / "base", small(), progress=False).model
-    cfg = small(lr_interval_input=True, lr_interval_floor=0.005, regime_adapter=True, trainable="regime", steps=8)
-    result = metatrain(dataset, tmp_path / "work", cfg, progress=False, init_model=base)
-    for name, p in base.named_parameters():
-        assert torch.equal(result.model.get_parameter(name), p), f"{name} moved"
-    item = dataset[0]  # lr_interval 0.02: above the floor
-    with torch.no_grad():
-        above = result.model(item.data, [1, 4])
-        item.data.lr_interval = 0.005
-        assert torch.equal(result.model(item.data, [1, 4]), base(item.data, [1, 4]))
-    assert not torch.allclose(above, base(item.data, [1, 4]))
-    card = (export(result, tmp_path / "ckpt", recipe={"name": "unit", "init_from": "base"}) / "MODEL_CARD.md").read_text()
-    assert "At and below `lr_interval` 0.005" in card and "log10(lr_interval / 0.005)" in card
+def test_settings_of_retired_experiments_load_when_off_and_are_refused_when_on():
+    """Work folders and checkpoints written before the regime and landing experiments were retired
+    still load; a configuration that used them is refused with a message, not half-read."""
+    old = {**small().to_dict(), "lr_interval_input": False, "lr_interval_ceiling": None, "regime_adapter": False,
+           "trainable": "all", "landing_weight": 0.0}
+    assert MetaTrainConfig.from_dict(old) == small()
+    for key, value in (("lr_interval_input", True), ("landing_weight", 2.0), ("trainable", "regime")):
+        with pytest.raises(ValueError, match=f"retired experiment \\({key}="):
+            MetaTrainConfig.from_dict({**old, key: value})
+    cfg = {**nowcast.NiNoConfig().to_dict(), "lr_interval_input": False, "lr_interval_floor": None}
+    assert nowcast.NiNoConfig.from_dict(cfg) == nowcast.NiNoConfig()
+    with pytest.raises(ValueError, match="retired experiment"):
+        nowcast.NiNoConfig.from_dict({**cfg, "lr_interval_floor": 0.6})
+    with pytest.raises(ValueError, match="unknown MetaTrainConfig fields: landing"):
+        MetaTrainConfig.from_dict({**old, "landing": 1})
 
 
 def test_command_line_builds_a_checkpoint_end_to_end(tmp_path, capsys):
@@ -312,18 +252,18 @@ def test_dry_run_plans_without_doing_anything(tmp_path, capsys):
 
     # saving states every 40 steps validates 5 times as often as every 200 steps, and costs it
     assert collection_minutes(40) > collection_minutes(200) + 3
-    # a recipe that adapts a checkpoint says which one it needs
-    assert "starts from the checkpoint checkpoints/nino-cpu" in _plan(get_recipe("nino-cpu-adapter"), workers=2)
-    assert "starts from the checkpoint" not in _plan(get_recipe("nino-cpu"), workers=2)
-    # the landing term's task-network pass is charged
-    adapter = get_recipe("nino-cpu-adapter")
-    landing = dataclasses.replace(adapter, metatrain={**adapter.metatrain, "landing_weight": 5.0, "select": "val_landing"})
+    # a recipe that starts from a checkpoint says which one it needs
+    base = get_recipe("nino-cpu")
+    tuned = dataclasses.replace(base, name="tuned", init_from="checkpoints/nino-cpu")
+    assert "starts from the checkpoint checkpoints/nino-cpu" in _plan(tuned, workers=2)
+    assert "starts from the checkpoint" not in _plan(base, workers=2)
 
     def meta_minutes(recipe) -> float:
         return float(_plan(recipe, workers=2).split("on one free core")[0].rsplit("about ", 1)[1].split(" min")[0])
 
-    assert "with the landing term (weight 5)" in _plan(landing, workers=2)
-    assert meta_minutes(landing) > 1.5 * meta_minutes(adapter)
+    # twice the steps, twice the estimate
+    longer = dataclasses.replace(base, metatrain={**base.metatrain, "steps": 2 * base.metatrain["steps"]})
+    assert meta_minutes(longer) == pytest.approx(2 * meta_minutes(base), rel=0.05)
 
 
 def test_recipe_file_keeps_runs_when_only_metatraining_changes(tmp_path, capsys):

@@ -33,8 +33,8 @@ def _history(graph: ng.NeuralGraph, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def experts():
-    """Two different random models; the second conditioned on the regime, to check it is passed on."""
-    return small_nino(seed=0), small_nino(seed=1, lr_interval_input=True)
+    """Two different random models."""
+    return small_nino(seed=0), small_nino(seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_each_prediction_is_exactly_the_expert_of_its_side(experts, graph, lr_in
     states = _history(graph, seed)
     got = predict(graph, states, k, router, lr_interval=lr_interval)
     from_below = predict(graph, states, k, below)
-    from_above = predict(graph, states, k, above, lr_interval=lr_interval)
+    from_above = predict(graph, states, k, above)
     assert not torch.equal(from_below, from_above)  # the experts differ, so routing is visible
     assert torch.equal(got, from_below if lr_interval < SPLIT else from_above)
 
@@ -60,9 +60,9 @@ def test_the_split_itself_belongs_to_the_upper_expert_and_per_block_routes_too(e
     router = RegimeRouter(below, above, SPLIT)
     states = _history(graph)
     assert router.expert(SPLIT) is router.above and router.expert(torch.tensor(0.199)) is router.below
-    for lr_interval, expert, kwargs in ((0.04, below, {}), (1.2, above, {"lr_interval": 1.2})):
+    for lr_interval, expert in ((0.04, below), (1.2, above)):
         got = predict(graph, states, 7, router, per_block=True, lr_interval=lr_interval)
-        assert torch.equal(got, predict(graph, states, 7, expert, per_block=True, **kwargs))
+        assert torch.equal(got, predict(graph, states, 7, expert, per_block=True))
     assert router.context_hops == max(router.below.context_hops, router.above.context_hops)
 
 
@@ -71,7 +71,7 @@ def test_save_and_load_round_trip_and_every_loader_finds_it(experts, graph, tmp_
     router.save(tmp_path / "routed")
     meta = json.loads((tmp_path / "routed" / "config.json").read_text())
     assert meta["format"] == "nowcast.RegimeRouter" and meta["split"] == SPLIT
-    assert meta["above"]["lr_interval_input"] and not meta["below"]["lr_interval_input"]
+    assert meta["above"] == experts[1].config.to_dict() and meta["below"] == experts[0].config.to_dict()
     states = _history(graph)
     for loaded in (
         RegimeRouter.load(tmp_path / "routed"),
@@ -131,7 +131,7 @@ def test_bad_input_is_refused_with_what_to_do(experts, graph, tmp_path):
     with pytest.raises(CheckpointError, match="no 'above' expert config"):
         RegimeRouter.load(tmp_path / "r")
     router.save(tmp_path / "r2")
-    RegimeRouter(above, below, SPLIT).save(tmp_path / "swapped")  # weights of the other shapes
+    RegimeRouter(small_nino(seed=2, hid=24), small_nino(seed=3, hid=24), SPLIT).save(tmp_path / "swapped")  # weights of other shapes
     (tmp_path / "r2" / "model.safetensors").write_bytes((tmp_path / "swapped" / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="below expert"):
         RegimeRouter.load(tmp_path / "r2")
