@@ -68,6 +68,7 @@ from ..params import ParamView
 from ..registry import register
 from ..source import ModelSource
 from ._hf import config_value, require_transformers
+from ._stream import Streams
 
 log = logging.getLogger(__name__)
 
@@ -235,15 +236,17 @@ def num_heads(source: ModelSource, *names: str) -> int:
 
 
 # ---------------------------------------------------------------------------- BERT
-def declare_bert(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
-    check_module_class(source, "bert", SUPPORTED_CLASSES, "BertPreTrainedModel")
-    r = ParamReader(source, "bert")
-    names = list(r.order)
-    pre = "bert." if any(n.startswith("bert.") for n in names) else ""
-    heads = num_heads(source, "num_attention_heads", "num_heads")
-    b = GraphBuilder(source.params, arch="bert")
+def _norm(b: GraphBuilder, r: ParamReader, name: str, units: NodeGroup) -> None:
+    declare_norm(b, r.get(name + ".weight", (units.size,)), r.opt(name + ".bias", (units.size,)), units)
 
-    e = pre + "embeddings."
+
+def _linear(b: GraphBuilder, r: ParamReader, name: str, src: NodeGroup, dst: NodeGroup) -> None:
+    declare_linear(b, r.get(name + ".weight", (dst.size, src.size)), r.opt(name + ".bias", (dst.size,)), src, dst)
+
+
+def _bert_embeddings(b: GraphBuilder, r: ParamReader, e: str) -> tuple[int, Streams]:
+    """Word, position and token-type embeddings into ``stream.0``, then their LayerNorm; returns
+    the vocabulary size and the stream."""
     wte = r.get(e + "word_embeddings.weight", (None, None), what="word embedding")
     vocab, width = wte.shape
     wpe = r.get(e + "position_embeddings.weight", (None, width))
@@ -254,52 +257,49 @@ def declare_bert(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
     tokens = b.group("tokens", vocab, role="token", tokens=True)
     positions = b.group("positions", wpe.shape[0], role="position")
     token_types = b.group("token_types", tte.shape[0], role="token")
-    stream = b.group("stream.0", width, role="stream")
-    b.dense(wte.t(), tokens, stream, et.TOKEN_EMBEDDING)
-    b.dense(wpe.t(), positions, stream, et.POSITION_EMBEDDING)
-    b.dense(tte.t(), token_types, stream, et.TOKEN_EMBEDDING)
+    streams = Streams(b, width)
+    b.dense(wte.t(), tokens, streams.last, et.TOKEN_EMBEDDING)
+    b.dense(wpe.t(), positions, streams.last, et.POSITION_EMBEDDING)
+    b.dense(tte.t(), token_types, streams.last, et.TOKEN_EMBEDDING)
+    _norm(b, r, e + "LayerNorm", streams.last)
+    return vocab, streams
 
-    def norm(name: str, units: NodeGroup) -> None:
-        declare_norm(b, r.get(name + ".weight", (units.size,)), r.opt(name + ".bias", (units.size,)), units)
 
-    def linear(name: str, src: NodeGroup, dst: NodeGroup) -> None:
-        declare_linear(b, r.get(name + ".weight", (dst.size, src.size)), r.opt(name + ".bias", (dst.size,)), src, dst)
+def _bert_attention_block(b: GraphBuilder, r: ParamReader, p: str, streams: Streams, heads: int, naive: bool) -> None:
+    """Self-attention on the last stream, output projection and residual into a new stream, LayerNorm."""
+    a = p + "attention.self."
+    x, width = streams.last, streams.width
+    q = r.get(a + "query.weight", (None, width))
+    units = q.shape[0]
+    k = r.get(a + "key.weight", (units, width))
+    v = r.get(a + "value.weight", (None, width))
+    biases = tuple(r.opt(a + n + ".bias", (m.shape[0],)) for n, m in zip(("query", "key", "value"), (q, k, v)))
+    values = declare_attention(b, p + "attention", x, heads, (q, k, v), biases, naive=naive, arch="bert")
+    mid = streams.new()
+    _linear(b, r, p + "attention.output.dense", values, mid)
+    b.residual(x, mid)
+    _norm(b, r, p + "attention.output.LayerNorm", mid)
 
-    norm(e + "LayerNorm", stream)
-    streams = [stream]
 
-    for i in layer_indices(names, pre + "encoder.layer.", "bert"):
-        p = f"{pre}encoder.layer.{i}."
-        a = p + "attention.self."
-        x = streams[-1]
-        q = r.get(a + "query.weight", (None, width))
-        units = q.shape[0]
-        k = r.get(a + "key.weight", (units, width))
-        v = r.get(a + "value.weight", (None, width))
-        biases = tuple(r.opt(a + n + ".bias", (m.shape[0],)) for n, m in zip(("query", "key", "value"), (q, k, v)))
-        values = declare_attention(b, p + "attention", x, heads, (q, k, v), biases, naive=naive, arch="bert")
-        mid = b.group(f"stream.{len(streams)}", width, role="stream")
-        linear(p + "attention.output.dense", values, mid)
-        b.residual(x, mid)
-        norm(p + "attention.output.LayerNorm", mid)
-        streams.append(mid)
-        w1 = r.get(p + "intermediate.dense.weight", (None, width))
-        hidden = b.group(p + "intermediate", w1.shape[0], role="hidden")
-        declare_linear(b, w1, r.opt(p + "intermediate.dense.bias", (hidden.size,)), mid, hidden)
-        out = b.group(f"stream.{len(streams)}", width, role="stream")
-        linear(p + "output.dense", hidden, out)
-        b.residual(mid, out)
-        norm(p + "output.LayerNorm", out)
-        streams.append(out)
-        b.permutable(hidden)
+def _bert_feed_forward(b: GraphBuilder, r: ParamReader, p: str, streams: Streams) -> None:
+    """``intermediate`` -> hidden units -> ``output.dense`` into a new stream, residual, LayerNorm."""
+    mid = streams.last
+    w1 = r.get(p + "intermediate.dense.weight", (None, streams.width))
+    hidden = b.group(p + "intermediate", w1.shape[0], role="hidden")
+    declare_linear(b, w1, r.opt(p + "intermediate.dense.bias", (hidden.size,)), mid, hidden)
+    out = streams.new()
+    _linear(b, r, p + "output.dense", hidden, out)
+    b.residual(mid, out)
+    _norm(b, r, p + "output.LayerNorm", out)
+    b.permutable(hidden)
 
-    final = streams[-1]
-    stream_group = list(streams)  # what moves with the residual stream, when it may move
-    head = None
+
+def _bert_head_kinds(r: ParamReader, pre: str) -> tuple[bool, bool]:
+    """Whether the model has a sequence classifier and whether it has a masked-LM head."""
     classifier = "classifier.weight" in r.specs
     mlm = "cls.predictions.transform.dense.weight" in r.specs
     if pre and not (classifier or mlm):
-        extra = next((n for n in names if not n.startswith(pre)), None)
+        extra = next((n for n in r.order if not n.startswith(pre)), None)
         raise UnsupportedModelError(
             "bert: parameters under 'bert.' but no classifier or masked-LM head"
             + (f" (found '{extra}')" if extra else "")
@@ -307,9 +307,14 @@ def declare_bert(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
         )
     if not pre and (classifier or mlm):
         raise UnsupportedModelError("bert: a classifier or masked-LM head needs the encoder under 'bert.'")
+    return classifier, mlm
 
+
+def _bert_pooler(b: GraphBuilder, r: ParamReader, pre: str, final: NodeGroup, classifier: bool) -> str | None:
+    """The pooler (an output of ``BertModel``) and the classifier that reads it; returns
+    ``"classifier"`` when there is one."""
     if r.has(pre + "pooler.dense.weight"):
-        pw = r.get(pre + "pooler.dense.weight", (None, width))
+        pw = r.get(pre + "pooler.dense.weight", (None, final.size))
         pooler = b.group(pre + "pooler", pw.shape[0], role="hidden" if classifier else "output")
         declare_linear(b, pw, r.opt(pre + "pooler.dense.bias", (pooler.size,)), final, pooler)
         if classifier:
@@ -317,46 +322,70 @@ def declare_bert(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
             logits = b.group("logits", cw.shape[0], role="output")
             declare_linear(b, cw, r.opt("classifier.bias", (logits.size,)), pooler, logits)
             b.permutable(pooler)
-            head = "classifier"
+            return "classifier"
     elif classifier:
         raise UnsupportedModelError(
             "bert: 'classifier.weight' without a pooler reads every position of the stream "
             "(BertForTokenClassification), which is not supported; supported: " + ", ".join(SUPPORTED_CLASSES)
         )
+    return None
+
+
+def _bert_mlm_head(b: GraphBuilder, r: ParamReader, streams: Streams, vocab: int) -> list[NodeGroup]:
+    """The masked-LM prediction head; returns the groups that move with the stream (the transform
+    units of a tied decoder)."""
+    c, width = "cls.predictions.", streams.width
+    tw = r.get(c + "transform.dense.weight", (None, width))
+    transform = b.group(c + "transform", tw.shape[0], role="hidden")
+    declare_linear(b, tw, r.opt(c + "transform.dense.bias", (transform.size,)), streams.last, transform)
+    _norm(b, r, c + "transform.LayerNorm", transform)
+    logits = b.group("logits", vocab, role="output", tokens=True)
+    if r.has(c + "decoder.weight"):  # untied decoder
+        _linear(b, r, c + "decoder", transform, logits)
+        unused = r.opt(c + "bias", (vocab,))
+        if unused is not None:
+            blk = b.star(unused, b.bias_node(unused.name), logits, et.BIAS)
+            b.without_effect(blk, "with an untied decoder the forward pass reads decoder.bias, not this one")
+        b.permutable(transform)
+        return []
+    # decoder tied to the word embedding
+    if transform.size != width:
+        raise ParameterMismatchError(
+            f"bert: a decoder tied to the word embedding needs {width} transform units, got {transform.size}"
+        )
+    b.diagonal(transform, streams.groups[0], et.RESIDUAL, name=c + "decoder.tied")
+    bias = r.opt(c + "bias", (vocab,))
+    if bias is None:
+        bias = r.opt(c + "decoder.bias", (vocab,))
+    if bias is not None:
+        b.star(bias, b.bias_node(bias.name), logits, et.BIAS)
+    return [transform]
+
+
+def declare_bert(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
+    check_module_class(source, "bert", SUPPORTED_CLASSES, "BertPreTrainedModel")
+    r = ParamReader(source, "bert")
+    pre = "bert." if any(n.startswith("bert.") for n in r.order) else ""
+    heads = num_heads(source, "num_attention_heads", "num_heads")
+    b = GraphBuilder(source.params, arch="bert")
+    vocab, streams = _bert_embeddings(b, r, pre + "embeddings.")
+    for i in layer_indices(list(r.order), pre + "encoder.layer.", "bert"):
+        _bert_attention_block(b, r, f"{pre}encoder.layer.{i}.", streams, heads, naive)
+        _bert_feed_forward(b, r, f"{pre}encoder.layer.{i}.", streams)
+
+    classifier, mlm = _bert_head_kinds(r, pre)
+    head = _bert_pooler(b, r, pre, streams.last, classifier)
+    stream_group = list(streams.groups)  # what moves with the residual stream, when it may move
     if mlm:
         if classifier:
             raise UnsupportedModelError("bert: both a classifier and a masked-LM head: not a supported class")
-        c = "cls.predictions."
-        tw = r.get(c + "transform.dense.weight", (None, width))
-        transform = b.group(c + "transform", tw.shape[0], role="hidden")
-        declare_linear(b, tw, r.opt(c + "transform.dense.bias", (transform.size,)), final, transform)
-        norm(c + "transform.LayerNorm", transform)
-        logits = b.group("logits", vocab, role="output", tokens=True)
-        if r.has(c + "decoder.weight"):  # untied decoder
-            linear(c + "decoder", transform, logits)
-            unused = r.opt(c + "bias", (vocab,))
-            if unused is not None:
-                blk = b.star(unused, b.bias_node(unused.name), logits, et.BIAS)
-                b.without_effect(blk, "with an untied decoder the forward pass reads decoder.bias, not this one")
-            b.permutable(transform)
-        else:  # decoder tied to the word embedding
-            if transform.size != width:
-                raise ParameterMismatchError(
-                    f"bert: a decoder tied to the word embedding needs {width} transform units, got {transform.size}"
-                )
-            b.diagonal(transform, stream, et.RESIDUAL, name=c + "decoder.tied")
-            bias = r.opt(c + "bias", (vocab,))
-            if bias is None:
-                bias = r.opt(c + "decoder.bias", (vocab,))
-            if bias is not None:
-                b.star(bias, b.bias_node(bias.name), logits, et.BIAS)
-            stream_group.append(transform)
+        stream_group += _bert_mlm_head(b, r, streams, vocab)
         head = "masked-LM head"
     check_leftover(r, ", ".join(SUPPORTED_CLASSES))
     if head is not None:  # the outputs are logits, not the stream
         b.permutable(*stream_group)
     b.meta["bert_head"] = head or "none"
-    log.debug("bert: %d layers, %d heads, head: %s", (len(streams) - 1) // 2, heads, head or "none")
+    log.debug("bert: %d layers, %d heads, head: %s", (len(streams.groups) - 1) // 2, heads, head or "none")
     return b
 
 

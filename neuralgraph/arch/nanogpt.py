@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,6 +71,7 @@ from ..params import ParamView
 from ..registry import register
 from ..source import ModelSource
 from ._hf import config_value
+from ._stream import Streams
 
 __all__ = ["declare_nanogpt", "declare_modded_nanogpt", "sample_nanogpt", "sample_modded_nanogpt"]
 
@@ -162,13 +164,9 @@ def declare_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder
     wpe = r.param("transformer.wpe.weight", (None, width), "position embedding (block_size, n_embd)")
     tokens = b.group("tokens", vocab, role="token", tokens=True)
     positions = b.group("positions", wpe.shape[0], role="position")
-    streams = [b.group("stream.0", width, role="stream")]
-    b.dense(wte.t(), tokens, streams[0], et.TOKEN_EMBEDDING)
-    b.dense(wpe.t(), positions, streams[0], et.POSITION_EMBEDDING)
-
-    def new_stream() -> NodeGroup:
-        streams.append(b.group(f"stream.{len(streams)}", width, role="stream"))
-        return streams[-1]
+    streams = Streams(b, width)
+    b.dense(wte.t(), tokens, streams.last, et.TOKEN_EMBEDDING)
+    b.dense(wpe.t(), positions, streams.last, et.POSITION_EMBEDDING)
 
     def norm(name: str, units: NodeGroup) -> None:
         b.star(r.param(name + ".weight", (width,)), b.bias_node(name + ".weight"), units, et.NORM)
@@ -185,7 +183,7 @@ def declare_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder
     for i in r.indices("transformer.h.", "block"):
         p = f"transformer.h.{i}."
         a = p + "attn."
-        x = streams[-1]
+        x = streams.last
         norm(p + "ln_1", x)
         w = _split_rows(r.param(a + "c_attn.weight", (3 * width, width), "rows [W_q; W_k; W_v]"), 3)
         wq, wk, wv = w[0], w[1], w[2]
@@ -215,23 +213,23 @@ def declare_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder
             b.permutable_heads(head_nodes, qk, values)
             b.permutable(qk, segments=heads)
             b.permutable(values, segments=heads)
-        mid = new_stream()
+        mid = streams.new()
         linear(a + "c_proj", values, mid)
         b.residual(x, mid)
         norm(p + "ln_2", mid)
         c_fc = r.param(p + "mlp.c_fc.weight", (None, width), "(hidden, n_embd)")
         hidden = b.group(p + "mlp", c_fc.shape[0], role="hidden")
         linear(p + "mlp.c_fc", mid, hidden)
-        out = new_stream()
+        out = streams.new()
         linear(p + "mlp.c_proj", hidden, out)
         b.residual(mid, out)
         b.permutable(hidden)
-    norm("transformer.ln_f", streams[-1])
+    norm("transformer.ln_f", streams.last)
     if r.has("lm_head.weight"):  # untied head (nanoGPT ties it to wte, and lists it once)
         head = r.param("lm_head.weight", (None, width))
         logits = b.group("logits", head.shape[0], role="output", tokens=True)
-        b.dense(head, streams[-1], logits, et.LINEAR)
-    b.permutable(*streams)  # the outputs are logits: the stream itself is free to permute
+        b.dense(head, streams.last, logits, et.LINEAR)
+    b.permutable(*streams.groups)  # the outputs are logits: the stream itself is free to permute
     r.finish("nanoGPT")
     return b
 
@@ -265,9 +263,28 @@ def convert_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder
 
 
 # ------------------------------------------------------------------------------- modded-nanogpt
-def declare_modded_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
-    b = GraphBuilder(source.params, arch="modded_nanogpt")
-    r = _Reader(b, "modded_nanogpt")
+@dataclass(frozen=True)
+class _ModdedShape:
+    """What the parameters and the config say about a modded-nanogpt model."""
+
+    vocab: int
+    width: int
+    heads: int
+    layers: list[int]
+    has_attn: dict[int, bool]  # block -> has an attention sublayer
+    hdim: int  # query/key/value units of a block: heads * head_size
+    head_size: int
+    rotating: int  # rotating pairs per head (they come first)
+    num_ve: int
+    ve_of: list[int | None]  # block -> the value embedding it reads (None: none)
+
+    @property
+    def skips(self) -> int:
+        """U-net skip connections: the first ``skips`` blocks feed the last ``skips``."""
+        return len(self.layers) // 2
+
+
+def _modded_shape(source: ModelSource, r: _Reader) -> _ModdedShape:
     cfg = source.config
     heads = _heads(source)
     embed = r.param("embed.weight", (None, None), "token embedding (vocab_size, model_dim)")
@@ -295,116 +312,165 @@ def declare_modded_nanogpt(source: ModelSource, *, naive: bool = False) -> Graph
             f"modded_nanogpt: value_embed_layers {ve_of} must name one of the {num_ve} value embeddings "
             f"(or None) for each of the {len(layers)} blocks"
         )
+    return _ModdedShape(vocab, width, heads, layers, has_attn, hdim, head_size, rotating, num_ve, ve_of)
 
-    tokens = b.group("tokens", vocab, role="token", tokens=True)
-    streams = [b.group("stream.0", width, role="stream")]  # x0 = norm(embed(idx))
-    x0 = streams[0]
-    b.dense(embed.t(), tokens, x0, et.TOKEN_EMBEDDING)
-    value_embeds = []
-    for j in range(num_ve):
-        w = r.param(f"value_embeds.{j}.weight", (vocab, hdim), "(vocab_size, num_heads * head_dim)")
-        value_embeds.append(b.group(f"value_embeds.{j}", hdim, role="value"))
-        b.dense(w.t(), tokens, value_embeds[j], et.TOKEN_EMBEDDING)
 
-    def new_stream() -> NodeGroup:
-        streams.append(b.group(f"stream.{len(streams)}", width, role="stream"))
-        return streams[-1]
+class _ModdedGraph:
+    """The node groups and edge blocks of a modded-nanogpt model, declared component by component."""
 
-    def gates(name: str, count: int, what: str) -> NodeGroup:
+    def __init__(self, b: GraphBuilder, r: _Reader, shape: _ModdedShape, *, naive: bool) -> None:
+        self.b, self.r, self.s, self.naive = b, r, shape, naive
+        self.attention: dict[int, tuple[NodeGroup, NodeGroup, NodeGroup]] = {}  # block -> (heads, qk, values)
+        # embeddings: tokens -> x0 = norm(embed(idx)); tokens -> each value embedding's units
+        self.tokens = b.group("tokens", shape.vocab, role="token", tokens=True)
+        self.streams = Streams(b, shape.width)
+        self.x0 = self.streams.last
+        b.dense(r.param("embed.weight").t(), self.tokens, self.x0, et.TOKEN_EMBEDDING)
+        self.value_embeds = [self.value_embed(j) for j in range(shape.num_ve)]
+
+    def value_embed(self, j: int) -> NodeGroup:
+        w = self.r.param(f"value_embeds.{j}.weight", (self.s.vocab, self.s.hdim), "(vocab_size, num_heads * head_dim)")
+        units = self.b.group(f"value_embeds.{j}", self.s.hdim, role="value")
+        self.b.dense(w.t(), self.tokens, units, et.TOKEN_EMBEDDING)
+        return units
+
+    # ------------------------------------------------------------ scalars as gate nodes
+    def gates(self, name: str, count: int, what: str) -> NodeGroup:
         """The scalar parameter ``name``: its node, and a bias edge with each scalar to its gate."""
-        values = r.param(name, (count,), what)
-        nodes = b.group(name + ".gates", count, role="bias")
-        b.star(values, b.bias_node(name), nodes, et.BIAS)
+        values = self.r.param(name, (count,), what)
+        nodes = self.b.group(name + ".gates", count, role="bias")
+        self.b.star(values, self.b.bias_node(name), nodes, et.BIAS)
         return nodes
 
-    def gated(gates: NodeGroup, k: int, src: NodeGroup, dst: NodeGroup, *, identity: bool = True) -> None:
+    def gated(self, gates: NodeGroup, k: int, src: NodeGroup, dst: NodeGroup, *, identity: bool = True) -> None:
         """Gate ``k`` of ``gates`` scales the connection ``src -> dst`` (unit to unit when ``identity``)."""
         gate, label = gates[k : k + 1], f"{gates.name}[{k}]"
-        b.connect(src, gate, et.RESIDUAL, name=f"{src.name}->{label}")
-        b.connect(gate, dst, et.RESIDUAL, name=f"{label}->{dst.name}")
+        self.b.connect(src, gate, et.RESIDUAL, name=f"{src.name}->{label}")
+        self.b.connect(gate, dst, et.RESIDUAL, name=f"{label}->{dst.name}")
         if identity:
-            b.diagonal(src, dst, et.RESIDUAL, name=f"{src.name}->{dst.name}")
+            self.b.diagonal(src, dst, et.RESIDUAL, name=f"{src.name}->{dst.name}")
 
-    skips = len(layers) // 2
-    skip_gates = gates("skip_weights", skips, "one U-net weight per skip connection") if skips else None
-    saved: list[NodeGroup] = []
-    attention: dict[int, tuple[NodeGroup, NodeGroup, NodeGroup]] = {}  # block -> (heads, qk, values)
-    x = x0
-    for i in layers:
-        p = f"blocks.{i}."
-        if i >= len(layers) - skips:  # U-net decoder block
-            k = i - (len(layers) - skips)
-            s = new_stream()
-            b.residual(x, s)
-            gated(skip_gates, k, saved.pop(), s)
-            x = s
-        lambdas = gates(p + "lambdas", 2, "x = lambdas[0] * x + lambdas[1] * x0")
-        mixed = new_stream()
-        gated(lambdas, 0, x, mixed)
-        gated(lambdas, 1, x0, mixed)
-        x = mixed
-        if has_attn[i]:
-            a = p + "attn."
-            w = r.param(a + "qkv_w", (3, hdim, width), "[W_q, W_k, W_v], each (num_heads * head_dim, model_dim)")
-            if naive:
-                values = b.group(a + "qkv", hdim, role="value")
-                b.dense([w[0], w[1], w[2]], x, values, et.LINEAR, name=a + "qkv_w")
-            else:
-                head_nodes = b.group(a + "heads", heads, role="head")
-                qk = b.group(a + "qk", hdim, role="query_key")
-                values = b.group(a + "v", hdim, role="value")
-                b.dense(w[0], x, qk, et.ATTN_QUERY, name=a + "qkv_w.q")
-                b.dense(w[1].t(), qk, x, et.ATTN_KEY, name=a + "qkv_w.k")
-                b.dense(w[2], x, values, et.ATTN_VALUE, name=a + "qkv_w.v")
-                b.head_membership(head_nodes, a, qk=qk, v=values)
-                if rotating:
-                    rotary = b.group(a + "rotary", rotating, role="position")
-                    half = head_size // 2
-                    for h in range(heads):  # pair j: rotary j -> dimension j, dimension j + half -> rotary j
-                        leading = qk[h * head_size : h * head_size + rotating]
-                        trailing = qk[h * head_size + half : h * head_size + half + rotating]
-                        b.diagonal(rotary, leading, et.HEAD, name=f"{a}rotary.head{h}.first")
-                        b.diagonal(trailing, rotary, et.HEAD, name=f"{a}rotary.head{h}.second")
-                    if rotating > 1:
-                        b.diagonal(rotary[0 : rotating - 1], rotary[1:rotating], et.HEAD, name=f"{a}rotary.order")
-                attention[i] = (head_nodes, qk, values)
-            mix = gates(a + "lambdas", 2, "v = lambdas[0] * v + lambdas[1] * value_embed")
-            gated(mix, 0, x, values, identity=False)
-            if ve_of[i] is not None:
-                gated(mix, 1, value_embeds[ve_of[i]], values)
-            mid = new_stream()
-            b.dense(r.param(a + "c_proj.weight", (width, hdim)), values, mid, et.LINEAR)
-            b.residual(x, mid)
-            x = mid
-        c_fc = r.param(p + "mlp.c_fc.weight", (None, width), "(hidden, model_dim)")
+    # ------------------------------------------------------------ blocks
+    def blocks(self) -> NodeGroup:
+        """Every block in order, U-net skips included; returns the last stream."""
+        s = self.s
+        decoder = len(s.layers) - s.skips  # the first U-net decoder block
+        skip_gates = self.gates("skip_weights", s.skips, "one U-net weight per skip connection") if s.skips else None
+        saved: list[NodeGroup] = []  # encoder outputs, waiting for their decoder block
+        x = self.x0
+        for i in s.layers:
+            if i >= decoder:
+                x = self.skip(skip_gates, i - decoder, x, saved.pop())
+            x = self.lambdas(i, x)
+            if s.has_attn[i]:
+                x = self.attention_block(i, x)
+            x = self.mlp(f"blocks.{i}.", x)
+            if i < s.skips:
+                saved.append(x)
+        return x
+
+    def skip(self, skip_gates: NodeGroup, k: int, x: NodeGroup, encoder: NodeGroup) -> NodeGroup:
+        """A decoder block's new stream: residual from ``x``, plus the encoder output gated by skip ``k``."""
+        s = self.streams.new()
+        self.b.residual(x, s)
+        self.gated(skip_gates, k, encoder, s)
+        return s
+
+    def lambdas(self, i: int, x: NodeGroup) -> NodeGroup:
+        """``x = lambdas[0] * x + lambdas[1] * x0``."""
+        lambdas = self.gates(f"blocks.{i}.lambdas", 2, "x = lambdas[0] * x + lambdas[1] * x0")
+        mixed = self.streams.new()
+        self.gated(lambdas, 0, x, mixed)
+        self.gated(lambdas, 1, self.x0, mixed)
+        return mixed
+
+    def attention_block(self, i: int, x: NodeGroup) -> NodeGroup:
+        s, b, a = self.s, self.b, f"blocks.{i}.attn."
+        w = self.r.param(a + "qkv_w", (3, s.hdim, s.width), "[W_q, W_k, W_v], each (num_heads * head_dim, model_dim)")
+        if self.naive:
+            values = b.group(a + "qkv", s.hdim, role="value")
+            b.dense([w[0], w[1], w[2]], x, values, et.LINEAR, name=a + "qkv_w")
+        else:
+            self.attention[i] = self.heads(a, x, w)
+            values = self.attention[i][2]
+        mix = self.gates(a + "lambdas", 2, "v = lambdas[0] * v + lambdas[1] * value_embed")
+        self.gated(mix, 0, x, values, identity=False)
+        if s.ve_of[i] is not None:
+            self.gated(mix, 1, self.value_embeds[s.ve_of[i]], values)
+        mid = self.streams.new()
+        b.dense(self.r.param(a + "c_proj.weight", (s.width, s.hdim)), values, mid, et.LINEAR)
+        b.residual(x, mid)
+        return mid
+
+    def heads(self, a: str, x: NodeGroup, w: ParamView) -> tuple[NodeGroup, NodeGroup, NodeGroup]:
+        """Query-key units, value units and head nodes of one attention sublayer (with RoPE)."""
+        b, s = self.b, self.s
+        head_nodes = b.group(a + "heads", s.heads, role="head")
+        qk = b.group(a + "qk", s.hdim, role="query_key")
+        values = b.group(a + "v", s.hdim, role="value")
+        b.dense(w[0], x, qk, et.ATTN_QUERY, name=a + "qkv_w.q")
+        b.dense(w[1].t(), qk, x, et.ATTN_KEY, name=a + "qkv_w.k")
+        b.dense(w[2], x, values, et.ATTN_VALUE, name=a + "qkv_w.v")
+        b.head_membership(head_nodes, a, qk=qk, v=values)
+        if s.rotating:
+            self.rotary(a, qk)
+        return head_nodes, qk, values
+
+    def rotary(self, a: str, qk: NodeGroup) -> None:
+        """One node per rotating pair, joined to the pair in every head and chained by frequency."""
+        b, rotating, size = self.b, self.s.rotating, self.s.head_size
+        rotary = b.group(a + "rotary", rotating, role="position")
+        half = size // 2
+        for h in range(self.s.heads):  # pair j: rotary j -> dimension j, dimension j + half -> rotary j
+            leading = qk[h * size : h * size + rotating]
+            trailing = qk[h * size + half : h * size + half + rotating]
+            b.diagonal(rotary, leading, et.HEAD, name=f"{a}rotary.head{h}.first")
+            b.diagonal(trailing, rotary, et.HEAD, name=f"{a}rotary.head{h}.second")
+        if rotating > 1:
+            b.diagonal(rotary[0 : rotating - 1], rotary[1:rotating], et.HEAD, name=f"{a}rotary.order")
+
+    def mlp(self, p: str, x: NodeGroup) -> NodeGroup:
+        b, r = self.b, self.r
+        c_fc = r.param(p + "mlp.c_fc.weight", (None, self.s.width), "(hidden, model_dim)")
         hidden = b.group(p + "mlp", c_fc.shape[0], role="hidden")
         b.dense(c_fc, x, hidden, et.LINEAR)
-        out = new_stream()
-        b.dense(r.param(p + "mlp.c_proj.weight", (width, hidden.size)), hidden, out, et.LINEAR)
+        out = self.streams.new()
+        b.dense(r.param(p + "mlp.c_proj.weight", (self.s.width, hidden.size)), hidden, out, et.LINEAR)
         b.residual(x, out)
         b.permutable(hidden)
-        x = out
-        if i < skips:
-            saved.append(x)
-    lm_head = r.param("lm_head.weight", (None, width), "(padded vocab, model_dim)")
-    logits = b.group("logits", lm_head.shape[0], role="output", tokens=True)
-    b.dense(lm_head, x, logits, et.LINEAR)
+        return out
 
-    # symmetries: blocks sharing a value embedding move their heads and value units together
-    for j, ve in enumerate(value_embeds):
-        users = [attention[i] for i in layers if i in attention and ve_of[i] == j]
-        if users:
-            # (unit groups first: a bad "cross-head" permutation moves units of the first member)
-            b.permutable_heads(users[0][0], *(g for u in users for g in u[1:]), *(u[0] for u in users[1:]), ve)
-            b.permutable(*(u[2] for u in users), ve, segments=heads)
-        elif not any(ve_of[i] == j and has_attn[i] for i in layers):
-            b.permutable(ve)  # read by no block: its units are free
-        # (naive graph: a value embedding moves with the stacked query/key/value units, which RoPE pins)
-    for i, (head_nodes, qk, values) in attention.items():
-        if ve_of[i] is None:
-            b.permutable_heads(head_nodes, qk, values)
-            b.permutable(values, segments=heads)
-    b.permutable(*streams)  # parameter-free RMS norms: the stream is free to permute
+    def lm_head(self, x: NodeGroup) -> None:
+        lm_head = self.r.param("lm_head.weight", (None, self.s.width), "(padded vocab, model_dim)")
+        logits = self.b.group("logits", lm_head.shape[0], role="output", tokens=True)
+        self.b.dense(lm_head, x, logits, et.LINEAR)
+
+    # ------------------------------------------------------------ symmetries
+    def symmetries(self) -> None:
+        """Blocks sharing a value embedding move their heads and value units together."""
+        b, s = self.b, self.s
+        for j, ve in enumerate(self.value_embeds):
+            users = [self.attention[i] for i in s.layers if i in self.attention and s.ve_of[i] == j]
+            if users:
+                # (unit groups first: a bad "cross-head" permutation moves units of the first member)
+                b.permutable_heads(users[0][0], *(g for u in users for g in u[1:]), *(u[0] for u in users[1:]), ve)
+                b.permutable(*(u[2] for u in users), ve, segments=s.heads)
+            elif not any(s.ve_of[i] == j and s.has_attn[i] for i in s.layers):
+                b.permutable(ve)  # read by no block: its units are free
+            # (naive graph: a value embedding moves with the stacked query/key/value units, which RoPE pins)
+        for i, (head_nodes, qk, values) in self.attention.items():
+            if s.ve_of[i] is None:
+                b.permutable_heads(head_nodes, qk, values)
+                b.permutable(values, segments=s.heads)
+        b.permutable(*self.streams.groups)  # parameter-free RMS norms: the stream is free to permute
+
+
+def declare_modded_nanogpt(source: ModelSource, *, naive: bool = False) -> GraphBuilder:
+    b = GraphBuilder(source.params, arch="modded_nanogpt")
+    r = _Reader(b, "modded_nanogpt")
+    graph = _ModdedGraph(b, r, _modded_shape(source, r), naive=naive)
+    graph.lm_head(graph.blocks())
+    graph.symmetries()
     r.finish("modded-nanogpt")
     return b
 
