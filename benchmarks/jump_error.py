@@ -6,7 +6,7 @@
 
 Prints, per checkpoint, the mean L1 error (scaled units) of each jump of the optimizer wrapper's
 horizon schedule (k = 40, 33, ... for a 10-period run), the mean over jumps, and the share of the
-no-change error each removes (see :mod:`nowcast.jump_error`). Seconds per checkpoint on FM/16
+no-change error each removes (see :mod:`nowcast.metatrain.jump_error`). Seconds per checkpoint on FM/16
 trajectories; use it to compare checkpoints before spending the time of a steps-to-target run.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from neuralgraph.cli_args import ArgumentParser, thread_count
-from nowcast.jump_error import jump_errors, load_comparable
+from nowcast.metatrain.jump_error import jump_errors, load_comparable
 from nowcast.metatrain import MetaDataset
 
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from neuralgraph.cli_args import ArgumentParser, existing_dir, positive_int, thread_count
-from nowcast.benchmark import compare
+from nowcast.bench.comparison import compare
 from nowcast.tasks import DataNotFoundError, tasks
 
 

@@ -31,10 +31,12 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+import neuralgraph
 from neuralgraph.params import check_finite, normalize_specs
 
-from .predict import GraphPart, Nowcaster, context_hops, layer_parts, predict
-from .resolver import resolve
+from .nowcasters import Nowcaster, resolve
+from .parts import GraphPart, context_hops, layer_parts
+from .predict import predict
 
 if TYPE_CHECKING:  # pragma: no cover
     from neuralgraph import NeuralGraph
@@ -163,8 +165,6 @@ class NiNo(Optimizer):
         self._check_base_params()
         self.graph = graph
         if graph is None and (self.predictor.needs_graph or self.per_block):
-            import neuralgraph
-
             self.graph = neuralgraph.convert(model)
         if self.graph is not None:
             self._check_graph(self.graph)

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError
+
 __all__ = ["load_torch_file", "unreadable_reason"]
 
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
@@ -55,7 +57,7 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", error: type[Exce
         path: the file.
         what: what the file should be, for the message ("NiNo checkpoint", "graph cache", ...).
         error: the exception class raised when the file cannot be read
-            (default :class:`nowcast.checkpoint.CheckpointError`).
+            (default :class:`nowcast.CheckpointError`).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -63,8 +65,6 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", error: type[Exce
             containers. The message says why and never recommends ``weights_only=False``.
     """
     if error is None:
-        from .checkpoint import CheckpointError
-
         error = CheckpointError
     path = Path(path)
     if not path.exists():

@@ -99,11 +99,11 @@ def light(monkeypatch, tmp_path_factory):
     import analysis.draw
     import analysis.symmetry
     import analysis.trajectories
-    import nowcast.benchmark
-    from nowcast.metatrain import cli as cli_metatrain
+    from nowcast.cli import compare as cli_compare
+    from nowcast.cli import metatrain as cli_metatrain
 
     monkeypatch.setattr(neuralgraph.cli, "verify", lambda *a, **k: "verified (stand-in)")
-    monkeypatch.setattr(nowcast.benchmark, "compare", _stub_compare)
+    monkeypatch.setattr(cli_compare, "compare", _stub_compare)
     monkeypatch.setattr(cli_metatrain, "collect", lambda *a, **k: [])
     monkeypatch.setattr(cli_metatrain, "metatrain", _no_metatraining)
     monkeypatch.setattr(cli_metatrain, "_run_experts_in_parallel", lambda jobs, progress: [cli_metatrain._expert_job(*j) for j in jobs])
@@ -365,12 +365,12 @@ def test_an_unexpected_error_is_one_line_with_a_hint(light, monkeypatch):
 
 
 def test_ctrl_c_says_what_was_kept(light, monkeypatch):
-    import nowcast.benchmark
+    from nowcast.cli import compare as cli_compare
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nowcast.benchmark, "compare", interrupted)
+    monkeypatch.setattr(cli_compare, "compare", interrupted)
     code, _, err = call(nowcast.cli.main, ["compare", "--methods", "adam", "--out", "res"])
     assert code == 130 and "Traceback" not in err and err.count("\n") == 1
     assert "interrupted" in err and str(Path("res") / "digits.json") in err and "--resume" in err

@@ -16,7 +16,7 @@ The stages, each in its own module:
   checkpoints into its work folder (:mod:`~nowcast.metatrain.work_folder`, :func:`load_result`);
 - :mod:`~nowcast.metatrain.outputs` and :mod:`~nowcast.metatrain.model_card`: the checkpoint
   folder for users (:func:`export`) and its ``MODEL_CARD.md``;
-- :mod:`~nowcast.metatrain.cli`: ``nowcast collect``, ``metatrain``, ``build-checkpoint`` and
+- :mod:`~nowcast.cli.metatrain`: ``nowcast collect``, ``metatrain``, ``build-checkpoint`` and
   ``model-card``.
 
 See ``docs/metatraining.md``.

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import RETIRED_METATRAIN_OFF, NiNoConfig, without_retired
+from ..model.config import RETIRED_METATRAIN_OFF, NiNoConfig, without_retired
 
 __all__ = ["HORIZON_WEIGHTINGS", "SELECTION_METRICS", "MetaTrainConfig", "lr_at"]
 
@@ -33,7 +33,7 @@ class MetaTrainConfig:
     ``eval_windows`` fixed training windows every ``eval_every`` steps (compared with the
     zero-change and Linefit predictions) and, when :func:`nowcast.metatrain.metatrain` gets a validation set of
     other trajectories, on ``val_windows`` fixed windows of those and, as
-    :class:`nowcast.jump_error.JumpScore`, on the jumps the optimizer wrapper would make along
+    :class:`nowcast.metatrain.jump_error.JumpScore`, on the jumps the optimizer wrapper would make along
     them; ``select`` names the one whose lowest value selects the exported weights
     (``val_loss`` or ``val_jump``); a log line every ``log_every`` steps. NaN handling:
     ``max_bad_steps`` consecutive skipped batches trigger a rollback with the learning rate

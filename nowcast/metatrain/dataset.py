@@ -4,7 +4,7 @@ A *window* is ``ctx`` consecutive snapshots of one trajectory (``spacing`` snaps
 default: 200 steps, so ``ctx = 5`` states span NiNo's period of 1000 steps) plus the snapshots
 after it. :class:`MetaDataset` turns it into exactly what inference feeds the model
 (:func:`nowcast.predict`): the states are scaled per parameter tensor with
-:func:`nowcast.scale_states` and laid on the neural graph's edges with
+:func:`nowcast.scaling.scale_states` and laid on the neural graph's edges with
 ``graph.edge_features``; the PyG ``Data`` holds ``edge_index``, ``edge_type``, ``pos``, ``pos_w``
 and ``edge_attr`` like the inference path. Targets are the scaled future *changes*: the state
 ``k`` snapshots after the window's last one, scaled with the window's own per-tensor mean / std,
@@ -34,7 +34,7 @@ import torch
 import neuralgraph
 
 from ..atomic import save_torch_atomic
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..safe_load import load_torch_file
 from ..scaling import DEFAULT_EPS, LayerScales, scale_states
 from ..tasks import get_task

@@ -3,7 +3,7 @@
 :func:`write_model_card` writes the card when a checkpoint is exported
 (:func:`nowcast.metatrain.export`); its evaluation section starts empty and
 :func:`append_evaluation` adds one steps-to-target table per task from a
-:class:`nowcast.benchmark.Comparison` (or the JSON that ``nowcast compare`` writes).
+:class:`nowcast.bench.comparison.Comparison` (or the JSON that ``nowcast compare`` writes).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..benchmark import Comparison
+    from ..bench.comparison import Comparison
     from .work_folder import MetaTrainResult
 
 __all__ = ["append_evaluation", "evaluation_table", "write_model_card", "write_router_card"]
@@ -218,7 +218,7 @@ def write_router_card(
         f"base optimizer's learning rate times the steps between two states (`lr_interval`) is below {split}, "
         f"`{names['above']}` at and above it. Every prediction is bit for bit one model's. The optimizer wrapper passes "
         "`lr_interval` (its learning rate x period/ctx); `nowcast.predict(..., lr_interval=)` and `nowcast step "
-        "--lr-interval` take it explicitly. Load it with `nowcast.RegimeRouter.load(DIR)` or `nowcast.as_nowcaster(DIR)`; "
+        "--lr-interval` take it explicitly. Load it with `nowcast.RegimeRouter.load(DIR)` or `nowcast.resolve(DIR)`; "
         "use it with `nowcast.NiNo(optimizer, model, DIR, period=..., max_train_steps=...)` or `nowcast compare "
         "--methods adam,nino --nino-checkpoint DIR`.",
         "",
@@ -241,7 +241,7 @@ def _as_summary(comparison: Comparison | Mapping[str, Any] | str | os.PathLike) 
     if hasattr(comparison, "to_json"):
         comparison = comparison.to_json()
     if not isinstance(comparison, Mapping) or "methods" not in comparison or "task" not in comparison:
-        raise ValueError("expected a nowcast.benchmark.Comparison or its JSON (with 'task' and 'methods')")
+        raise ValueError("expected a nowcast.bench.comparison.Comparison or its JSON (with 'task' and 'methods')")
     return dict(comparison)
 
 

@@ -29,7 +29,7 @@ class RunSpec:
 
     Attributes:
         task: registered task name (``nowcast.tasks.tasks()``).
-        seed: seeds the model's initialisation and the batch order (as :func:`nowcast.training.train`).
+        seed: seeds the model's initialisation and the batch order (as :func:`nowcast.bench.training.train`).
         lr_mult: multiplies the learning rate of every parameter group of the task's optimizer.
         steps: training steps (default: the task's ``max_steps``); a multiple of ``every``.
         every: steps between saved snapshots (200: the spacing of NiNo's states).

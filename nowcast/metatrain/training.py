@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..jump_error import JumpScore
+from .jump_error import JumpScore
 from ..model import NiNoModel
 from .config import SELECTION_METRICS, MetaTrainConfig, lr_at
 from .dataset import MetaDataset
@@ -85,7 +85,7 @@ def metatrain(
         step_callback: ``step_callback(step, model)`` after every step (tests use it to interrupt).
         val_dataset: windows of trajectories not trained on; at every evaluation the loss on
             ``config.val_windows`` fixed windows of it (``val_loss``) and the jump error along
-            its trajectories (``val_jump``, :class:`nowcast.jump_error.JumpScore`) are recorded,
+            its trajectories (``val_jump``, :class:`nowcast.metatrain.jump_error.JumpScore`) are recorded,
             and the weights with the lowest ``config.select`` are kept in the checkpoint
             (:meth:`MetaTrainResult.selected_model`).
         init_model: start from these weights instead of a random initialisation (fine-tuning a

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import nowcast
-from nowcast.checkpoint import CheckpointError
+from nowcast.errors import CheckpointError
 from nowcast.metatrain import CHECKPOINT_FILE, load_result
 from nowcast.safe_load import load_torch_file
 

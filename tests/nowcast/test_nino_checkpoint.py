@@ -1,4 +1,4 @@
-"""Reading and writing NiNo checkpoints (``nowcast.checkpoint``)."""
+"""Reading and writing NiNo checkpoints (``nowcast.model.checkpoint``, ``nowcast.load``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 import neuralgraph as ng
 from neuralgraph.examples import mlp
-from nowcast import CheckpointError, NiNoConfig, NiNoModel, load, scale_states
+from nowcast import CheckpointError, load, NiNoConfig, NiNoModel
+from nowcast.scaling import scale_states
 
 SMALL = NiNoConfig(hid=8, layers=2, vocab_size=10)
 

@@ -10,7 +10,9 @@ from torch_geometric.data import Data
 
 import neuralgraph as ng
 from neuralgraph.examples import fm16, mlp
-from nowcast import NiNoConfig, NiNoEmbedding, NiNoModel, scale_states
+from nowcast import NiNoConfig, NiNoModel
+from nowcast.model import NiNoEmbedding
+from nowcast.scaling import scale_states
 
 SMALL = dict(hid=16, vocab_size=20)
 

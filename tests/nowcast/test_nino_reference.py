@@ -18,7 +18,8 @@ from torch_geometric.data import Data
 import neuralgraph as ng
 from neuralgraph.examples import mlp
 from nowcast_testutils import official_checkpoint, rel_err
-from nowcast import NiNoConfig, NiNoModel, load, scale_states, unscale
+from nowcast import load, NiNoConfig, NiNoModel
+from nowcast.scaling import scale_states, unscale
 
 TOL = 1e-5
 CHECKPOINTS = ("nino_no_posw", "nino_mlp")

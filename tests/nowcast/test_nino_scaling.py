@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import neuralgraph as ng
 from neuralgraph.examples import mlp
-from nowcast import LayerScales, param_sizes, scale_states, unscale
+from nowcast.scaling import LayerScales, param_sizes, scale_states, unscale
 
 
 def _loop_reference(states: torch.Tensor, sizes: list[int], eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ from nowcast_testutils import small_nino
 
 import neuralgraph as ng
 from neuralgraph.examples import mlp
-from nowcast import WNN, Linefit, LinefitPlus, NiNoPredictor, Nowcaster, WNNPlus, as_nowcaster
+from nowcast import Linefit, LinefitPlus, NiNoPredictor, Nowcaster, resolve, WNN, WNNPlus
 
 
 def linear_trajectories(rows: int, ctx: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -104,24 +104,24 @@ def test_wnn(tmp_path: Path) -> None:
 def test_nowcaster_protocol_and_conversion(tmp_path: Path) -> None:
     for predictor in (Linefit(), LinefitPlus(), WNN(), NiNoPredictor(small_nino()), WNNPlus(small_nino(gnn=False))):
         assert isinstance(predictor, Nowcaster)
-        assert as_nowcaster(predictor) is predictor
+        assert resolve(predictor) is predictor
     assert [Linefit.needs_graph, WNN.needs_graph, NiNoPredictor.needs_graph] == [False, False, True]
-    assert as_nowcaster("linefit").name == "Linefit"
-    assert as_nowcaster("Linefit+").name == "Linefit+"
-    assert as_nowcaster(small_nino()).name == "NiNo"
-    assert as_nowcaster(small_nino(gnn=False)).name == "WNN+"
+    assert resolve("linefit").name == "Linefit"
+    assert resolve("Linefit+").name == "Linefit+"
+    assert resolve(small_nino()).name == "NiNo"
+    assert resolve(small_nino(gnn=False)).name == "WNN+"
     model = small_nino()
     model.save(tmp_path / "nino")
-    loaded = as_nowcaster(tmp_path / "nino")
+    loaded = resolve(tmp_path / "nino")
     assert isinstance(loaded, NiNoPredictor) and loaded.ctx == 5 and loaded.seq_len == 40
     with pytest.raises(ValueError, match="WNNPlus"):
         NiNoPredictor(small_nino(gnn=False))
     with pytest.raises(ValueError, match="NiNoPredictor"):
         WNNPlus(small_nino())
     with pytest.raises(TypeError):
-        as_nowcaster(42)
+        resolve(42)
     with pytest.raises(FileNotFoundError):
-        as_nowcaster(tmp_path / "nothing.pt")
+        resolve(tmp_path / "nothing.pt")
 
 
 def test_model_nowcasters_match_predict() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import nowcast.benchmark as bench
-from nowcast.benchmark import Comparison, compare, median_steps
-from nowcast.training import RunResult
+import nowcast.bench.comparison as bench
+from nowcast.bench.comparison import Comparison, compare, median_steps
+from nowcast.bench.training import RunResult
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from nowcast_testutils import small_nino
 
 import neuralgraph as ng
 from neuralgraph.examples import mlp
-from nowcast import Linefit, RegimeRouter, predict
+from nowcast import Linefit, predict, RegimeRouter
 from nowcast.cli import main
 
 transformers = pytest.importorskip("transformers")

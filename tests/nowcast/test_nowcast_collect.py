@@ -12,7 +12,7 @@ import torch
 import neuralgraph as ng
 from nowcast.metatrain import RECIPES, RunSpec, collect, collect_run, get_recipe, load_trajectory
 from nowcast.tasks import get_task
-from nowcast.training import train
+from nowcast.bench.training import train
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nowcast.jump_error import JumpScore, jump_errors, jump_windows
+from nowcast.metatrain.jump_error import JumpScore, jump_errors, jump_windows
 from nowcast.metatrain import MetaDataset, RunSpec, collect_run
 from nowcast.optim import horizon_schedule
 from nowcast.tasks import get_task
@@ -82,7 +82,7 @@ def test_benchmark_script_prints_the_table(runs, tmp_path, capsys):
 
     import nowcast
     from nowcast.model import NiNoModel
-    from nowcast.config import NiNoConfig
+    from nowcast.model.config import NiNoConfig
 
     model = NiNoModel(NiNoConfig(hid=8, seq_len=SEQ_LEN, gnn=True, wte_pos_enc=False), edge_chunk=None)
     torch.manual_seed(0)

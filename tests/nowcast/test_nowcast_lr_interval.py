@@ -11,7 +11,7 @@ from torch import nn
 
 import neuralgraph as ng
 from neuralgraph.examples import mlp
-from nowcast import NiNo, RegimeRouter, predict
+from nowcast import NiNo, predict, RegimeRouter
 
 
 def _history(graph: ng.NeuralGraph, seed: int = 0) -> torch.Tensor:

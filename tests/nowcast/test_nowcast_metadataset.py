@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from nowcast import NiNoConfig, NiNoModel, predict, scale_states, unscale
+from nowcast import NiNoConfig, NiNoModel, predict
+from nowcast.scaling import scale_states, unscale
 from nowcast.metatrain import GraphCache, MetaDataset, RunSpec, arch_key, collect_run
 from nowcast.tasks import get_task
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import neuralgraph as ng
 from neuralgraph.examples import mlp
-from nowcast import WNN, Linefit, LinefitPlus, NiNo, NiNoPredictor, WNNPlus, horizon_schedule
+from nowcast import horizon_schedule, Linefit, LinefitPlus, NiNo, NiNoPredictor, WNN, WNNPlus
 
 X, Y = regression_data()
 

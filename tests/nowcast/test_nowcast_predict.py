@@ -11,7 +11,8 @@ from nowcast_testutils import official_checkpoint, rel_err, Layered, small_nino
 import neuralgraph as ng
 import nowcast
 from neuralgraph.examples import fm16, mlp
-from nowcast import Linefit, NiNoPredictor, WNNPlus, layer_parts, load, predict
+from nowcast import Linefit, load, NiNoPredictor, predict, WNNPlus
+from nowcast.parts import layer_parts
 
 TOL = 1e-5
 

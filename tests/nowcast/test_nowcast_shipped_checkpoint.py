@@ -13,9 +13,8 @@ import torch
 import neuralgraph as ng
 import nowcast
 from neuralgraph.examples import fm16
-from nowcast.metatrain.model_card import EVAL_HEADING, EVAL_PLACEHOLDER
-from nowcast.methods import SHIPPED_CHECKPOINT, default_checkpoint
-from nowcast.regime_router import RegimeRouter
+from nowcast.bench.methods import SHIPPED_CHECKPOINT, default_checkpoint
+from nowcast.nowcasters.regime_router import RegimeRouter
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 SHIPPED = CHECKPOINTS / SHIPPED_CHECKPOINT
@@ -50,7 +49,7 @@ def test_shipped_checkpoint_files_are_small_and_load_without_pickle(checkpoint):
 def test_shipped_checkpoint_is_the_default_nino_and_routes_to_the_shipped_experts():
     found = default_checkpoint("nino")
     assert found is not None and Path(found).resolve() == SHIPPED
-    router = nowcast.resolve_method("nino").predictor
+    router = nowcast.bench.resolve_method("nino").predictor
     assert isinstance(router, RegimeRouter) and router.split == 0.2
     for side, folder in EXPERTS.items():
         expert = nowcast.load(folder)
@@ -68,7 +67,7 @@ def test_shipped_checkpoint_continues_a_straight_trajectory(checkpoint, lr_inter
     start = torch.randn(graph.num_params, generator=g) * 0.1
     direction = torch.randn(graph.num_params, generator=g) * 0.01
     states = start[:, None] + direction[:, None] * torch.arange(5.0)[None, :]
-    predictor = nowcast.as_nowcaster(str(checkpoint))
+    predictor = nowcast.resolve(str(checkpoint))
     moves = []
     for k in (1, 10, 40):
         with torch.no_grad():
@@ -80,23 +79,9 @@ def test_shipped_checkpoint_continues_a_straight_trajectory(checkpoint, lr_inter
     assert moves[0] < moves[1] < moves[2]
 
 
-@each_checkpoint
-def test_model_card_reports_the_held_out_evaluation(checkpoint):
-    card = (checkpoint / "MODEL_CARD.md").read_text()
-    assert card.startswith(f"# NiNo checkpoint `{checkpoint.name}`")
-    assert EVAL_HEADING in card and EVAL_PLACEHOLDER not in card
-    for task in ("digits", "fm32", "wikitext2-3-64"):
-        assert f"### {task}: steps to" in card, f"the card has no {task} evaluation"
-    assert "nino@nino-cpu" in card and "nino@nino_no_posw" in card
-    if checkpoint == SHIPPED:
-        assert "nino@nino-cpu-routed" in card
-    # the weights were selected on validation runs, which the card lists apart from the training runs
-    assert "Validation (not trained on" in card and "(**the shipped weights**)" in card
-
-
 @pytest.mark.parametrize("name", ["digits", "fm32", "wikitext2-3-64"])
 def test_held_out_results_are_kept_raw(name):
-    from nowcast.benchmark import Comparison
+    from nowcast.bench.comparison import Comparison
 
     path = Path(__file__).resolve().parents[2] / "docs" / "results" / "heldout" / f"{name}.json"
     comparison = Comparison.load_json(path)

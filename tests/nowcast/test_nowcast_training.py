@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from nowcast.methods import Method, resolve_method
+from nowcast.bench.methods import Method, resolve_method
 from nowcast.tasks import get_task
-from nowcast.training import RunResult, train
+from nowcast.bench.training import RunResult, train
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_progress_bar_and_bad_arguments(digits, capsys):
 
 
 def test_method_names_a_checkpoint_with_at(tmp_path):
-    from nowcast.checkpoint import save
+    from nowcast.model import save_model as save
     from nowcast_testutils import small_nino
 
     save(small_nino(), tmp_path / "mine")

@@ -13,8 +13,8 @@ import neuralgraph as ng
 import nowcast
 from neuralgraph.examples import mlp
 from nowcast import Linefit, LinefitPlus, NiNoPredictor, RegimeRouter, WNNPlus
-from nowcast.checkpoint import CheckpointError
-from nowcast.resolver import ACCEPTED, resolve_spec
+from nowcast.errors import CheckpointError
+from nowcast.nowcasters.resolver import ACCEPTED, resolve_spec
 from nowcast_testutils import Layered, small_nino
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def test_method_names(tmp_path):
     got = resolve_spec("nino", nino_checkpoint=tmp_path / "mine")
     assert got.name == "nino" and isinstance(got.predictor, NiNoPredictor) and got.checkpoint == str(tmp_path / "mine")
     assert isinstance(resolve_spec("wnn+", wnn_checkpoint=tmp_path / "wnn").predictor, WNNPlus)
-    default = nowcast.methods.default_checkpoint("nino")
+    default = nowcast.bench.methods.default_checkpoint("nino")
     if default is not None:  # the shipped routed folder, found from the checkout
         assert resolve_spec("nino").checkpoint == str(default)
 
@@ -107,7 +107,7 @@ def test_kind_at_path(tmp_path):
 def test_objects_are_returned_or_wrapped():
     for nowcaster in (Linefit(), LinefitPlus(), NiNoPredictor(small_nino())):
         assert nowcast.resolve(nowcaster) is nowcaster
-        assert nowcast.as_nowcaster(nowcaster) is nowcaster
+        assert nowcast.resolve(nowcaster) is nowcaster
     model = small_nino()
     wrapped = nowcast.resolve(model)
     assert isinstance(wrapped, NiNoPredictor) and wrapped.model is model
@@ -141,7 +141,7 @@ def test_a_file_that_is_no_checkpoint(tmp_path):
 
 
 def test_entry_points_go_through_resolve(monkeypatch, tmp_path):
-    import nowcast.resolver as resolver
+    import nowcast.nowcasters.resolver as resolver
 
     seen = []
     original = resolver.resolve_spec
@@ -150,14 +150,17 @@ def test_entry_points_go_through_resolve(monkeypatch, tmp_path):
         seen.append(spec)
         return original(spec, **options)
 
+    import nowcast.bench.methods as methods
+
     monkeypatch.setattr(resolver, "resolve_spec", spy)
+    monkeypatch.setattr(methods, "resolve_spec", spy)
     small_nino().save(tmp_path / "mine")
     net = Layered()
     opt = nowcast.NiNo(torch.optim.Adam(net.parameters(), lr=1e-3), net, "linefit+", period=10, max_train_steps=100)
     assert opt.predictor.name == "Linefit+"
     graph = ng.convert(net)
     nowcast.predict(graph, _history(graph), 2, str(tmp_path / "mine"))
-    nowcast.resolve_method(f"nino@{tmp_path / 'mine'}")
+    nowcast.bench.resolve_method(f"nino@{tmp_path / 'mine'}")
     assert nowcast.load(tmp_path / "mine").config.gnn
     assert seen[:2] == ["linefit+", str(tmp_path / "mine")] and seen[-1] == f"nino@{tmp_path / 'mine'}"
 

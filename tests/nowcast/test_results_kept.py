@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import nowcast.benchmark as bench
+import nowcast.bench.comparison as bench
 from nowcast.atomic import atomic_directory, recover_directory, write_text_atomic
-from nowcast.baselines import LinefitPlus
-from nowcast.benchmark import Comparison, compare
-from nowcast.methods import Method
+from nowcast.nowcasters.baselines import LinefitPlus
+from nowcast.bench.comparison import Comparison, compare
+from nowcast.bench.methods import Method
 
 FAST = dict(max_steps=20, eval_every=10, period=10, progress=False)
 
@@ -90,7 +90,7 @@ def test_a_crash_between_the_two_renames_is_undone(tmp_path):
 
 
 def test_a_checkpoint_that_fails_to_write_never_appears(tmp_path):
-    from nowcast.checkpoint import write_directory
+    from nowcast.model.files import write_directory
 
     with pytest.raises(TypeError):
         write_directory(tmp_path / "ckpt", {"bad": object()}, {"w": torch.zeros(2)})  # weights written, then config fails
@@ -211,7 +211,7 @@ def test_a_file_that_is_not_a_result_is_refused_not_overwritten(tmp_path):
 # ------------------------------------------------------------------------------------- killed runs
 _PAUSING_CLI = """
 import pathlib, sys, time
-import nowcast.benchmark as bench
+import nowcast.bench.comparison as bench
 real, started = bench.train, []
 
 def train(task, method, **kwargs):

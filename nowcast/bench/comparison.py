@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_file, write_text_atomic
+from ..atomic import atomic_file, write_text_atomic
+from ..tasks import Task, get_task
 from .methods import Method, resolve_method
-from .tasks import Task, get_task
 from .training import RunResult, train
 
 __all__ = ["Comparison", "checkpoint_digest", "compare", "median_steps", "run_identity"]

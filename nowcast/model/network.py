@@ -4,7 +4,7 @@ Two variants share one class (``docs/design.md``, "NiNo"):
 
 - NiNo (``config.gnn=True``): edges of the neural graph carry the ``ctx`` most recent scaled
   states of their parameters; nodes carry Laplacian positional encodings (and optionally a token
-  embedding). Message passing (:mod:`nowcast.message_passing`) mixes them, and a head predicts,
+  embedding). Message passing (:mod:`nowcast.model.message_passing`) mixes them, and a head predicts,
   per edge and feature slot, the change of the parameter after ``k`` more periods.
 - WNN+ (``config.gnn=False``): no graph; every parameter element is mapped by an MLP from its own
   ``ctx`` values and its edge type.
@@ -29,7 +29,9 @@ from torch import nn
 
 from .config import NiNoConfig
 from .feedforward import FeedForward
+from .files import save_model
 from .message_passing import GraphNetwork, chunk_ranges
+from .streamed import STREAM_CHUNK, streamed_forward
 
 __all__ = ["DEFAULT_EDGE_CHUNK", "NiNoEmbedding", "NiNoModel"]
 
@@ -124,7 +126,7 @@ class NiNoModel(nn.Module):
                 ``self.max_edge_state_bytes`` (1 GiB), or for graphs of 2^20+ edges that carry
                 ``data.blocks``, where it is also the faster path. With ``data.blocks`` (graphs from
                 ``NeuralGraph.to_pyg``) the streamed pass also works block by block, without
-                per-edge gathers (:mod:`nowcast.streamed`). Results equal the stored computation
+                per-edge gathers (:mod:`nowcast.model.streamed`). Results equal the stored computation
                 up to float rounding.
 
         Returns:
@@ -138,8 +140,6 @@ class NiNoModel(nn.Module):
         blocks = isinstance(getattr(data, "blocks", None), torch.Tensor)
         if self.config.gnn and self._should_stream(states.shape[0], stream, blocks):
             if blocks:
-                from .streamed import STREAM_CHUNK, streamed_forward
-
                 piece = edge_chunk or STREAM_CHUNK  # small pieces keep the per-edge work in cache
                 delta = streamed_forward(self, data, states, edge_type, horizons, piece)
             else:
@@ -162,9 +162,7 @@ class NiNoModel(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``; see :func:`nowcast.load`."""
-        from .checkpoint import save
-
-        return save(self, directory)
+        return save_model(self, directory)
 
     # ------------------------------------------------------------------ inputs
     @property

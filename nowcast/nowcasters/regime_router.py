@@ -24,16 +24,15 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_state_dict, read_directory_config, read_directory_weights, write_directory
-from .config import NiNoConfig
-from .model import NiNoModel
-from .predict import ModelNowcaster, NiNoPredictor, WNNPlus
+from ..errors import CheckpointError
+from ..model import NiNoConfig, NiNoModel, check_state_dict
+from ..model.files import CONFIG_FILE, ROUTER_FORMAT, WEIGHTS_FILE, read_directory_config, read_directory_weights, write_directory
+from .model_nowcaster import ModelNowcaster, NiNoPredictor, WNNPlus
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ROUTER_FORMAT", "RegimeRouter", "is_router_checkpoint"]
 
-ROUTER_FORMAT = "nowcast.RegimeRouter"
 ROUTER_VERSION = 1
 _SIDES = ("below", "above")
 

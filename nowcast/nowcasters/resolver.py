@@ -2,7 +2,7 @@
 
 Every entry point reads predictors and checkpoints here: :func:`nowcast.load`, the
 :class:`nowcast.NiNo` wrapper's ``predictor`` argument, :func:`nowcast.predict`,
-:func:`nowcast.as_nowcaster`, the methods of ``nowcast compare`` (:func:`nowcast.resolve_method`),
+the methods of ``nowcast compare`` (:func:`nowcast.bench.resolve_method`),
 ``nowcast step --predictor`` and ``analysis pca --checkpoint``. Accepted, in this order:
 
 - a :class:`nowcast.NiNoModel`: wrapped as :class:`NiNoPredictor` (``gnn=True``) or :class:`WNNPlus`;
@@ -26,15 +26,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from .model import DEFAULT_EDGE_CHUNK
-from .paths import search_roots, shared_dirs
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import NiNoModel
-    from .predict import Nowcaster
-    from .regime_router import RegimeRouter
+from ..model import DEFAULT_EDGE_CHUNK, NiNoModel
+from ..model.checkpoint import load_directory, load_official
+from ..paths import search_roots, shared_dirs
+from .base import Nowcaster
+from .baselines import Linefit, LinefitPlus
+from .model_nowcaster import NiNoPredictor, WNNPlus
+from .regime_router import RegimeRouter, is_router_checkpoint
 
 __all__ = [
     "ACCEPTED",
@@ -121,27 +121,21 @@ def load_checkpoint(path: str | os.PathLike, *, edge_chunk: int | None = DEFAULT
         FileNotFoundError: nothing at ``path``.
         CheckpointError: the file or folder is not a readable checkpoint.
     """
-    from .checkpoint import _load_directory, _load_official
-    from .regime_router import RegimeRouter, is_router_checkpoint
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no NiNo checkpoint at {path}; {ACCEPTED}")
     if not path.is_dir():
-        return _load_official(path, edge_chunk)
+        return load_official(path, edge_chunk)
     if is_router_checkpoint(path):
         router = RegimeRouter.load(path)
         for expert in (router.below, router.above):
             expert.model.edge_chunk = edge_chunk
         return router
-    return _load_directory(path, edge_chunk)
+    return load_directory(path, edge_chunk)
 
 
 def _wrap(loaded: Any, kind: str | None, source: str) -> Any:
     """A loaded model or router as a nowcaster; ``kind`` ("nino" / "wnn+") demands that kind."""
-    from .model import NiNoModel
-    from .predict import NiNoPredictor, WNNPlus
-
     if not isinstance(loaded, NiNoModel):  # a RegimeRouter: two NiNo graph networks
         if kind == "wnn+":
             raise ValueError(f"{source} cannot serve as 'wnn+': it is a regime router of two NiNo models")
@@ -185,8 +179,6 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _from_text(text: str, nino_checkpoint: Any, wnn_checkpoint: Any, edge_chunk: int | None, device: Any) -> Resolved:
-    from .baselines import Linefit, LinefitPlus
-
     name = _ALIASES.get(text.strip().lower())
     if name == "adam":
         return Resolved("adam", None, None)
@@ -238,9 +230,6 @@ def resolve_spec(
         CheckpointError: a file or folder that is not a readable checkpoint.
         TypeError: an object that is none of the accepted forms.
     """
-    from .model import NiNoModel
-    from .predict import Nowcaster
-
     if isinstance(spec, NiNoModel):
         predictor = _wrap(spec, None, "the model")
         return Resolved("nino" if predictor.name == "NiNo" else "wnn+", predictor, None)

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .optim import horizon_schedule
+from ..nowcasters import load_checkpoint
+from ..optim import horizon_schedule
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only: nowcast.metatrain's training imports this module
-    from .metatrain.dataset import MetaDataset, WindowItem
+    from .dataset import MetaDataset, WindowItem
 
 __all__ = ["JumpErrors", "JumpScore", "jump_errors", "jump_windows", "load_comparable"]
 
@@ -36,9 +37,7 @@ Predictor = Callable[..., torch.Tensor]
 def load_comparable(paths: Iterable[str]) -> tuple[dict[str, Any], int, int]:
     """Load checkpoints to compare on the same windows: ``({name: model}, ctx, seq_len)``, each
     named after its file or folder; they must share ``(ctx, seq_len)``."""
-    from .checkpoint import load
-
-    models = {Path(p).stem or p: load(p) for p in paths}
+    models = {Path(p).stem or p: load_checkpoint(p) for p in paths}
     shapes = {(m.config.ctx, m.config.seq_len) for m in models.values()}
     if len(shapes) != 1:
         raise ValueError(f"the checkpoints differ in (ctx, seq_len): {sorted(shapes)}; compare like with like")

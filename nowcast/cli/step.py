@@ -1,10 +1,6 @@
-"""``nowcast`` command line. ``nowcast step`` (here) jumps saved checkpoints offline: it predicts
-future parameters from the last ``ctx`` checkpoints or stacked states and writes them in the
-input's format (:data:`STEP_DESCRIPTION` is its ``--help``). ``compare`` and ``tasks`` live in
-:mod:`nowcast.cli_compare`; ``collect``, ``metatrain``, ``build-checkpoint`` and ``model-card`` in
-:mod:`nowcast.metatrain.cli`. Counts, numbers and paths are checked while parsing (see
-:mod:`neuralgraph.cli_args`); errors are reported on one line, ``--debug`` shows the traceback.
-"""
+"""``nowcast step``: jump saved checkpoints offline. It predicts future parameters from the last
+``ctx`` checkpoints or stacked states and writes them in the input's format
+(:data:`STEP_DESCRIPTION` is its ``--help``)."""
 
 from __future__ import annotations
 
@@ -13,22 +9,27 @@ import json
 import logging
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import neuralgraph
 from neuralgraph.cli_args import (
-    ArgumentParser,
     add_debug_flag,
     existing_path,
     int_range,
     nonnegative_int,
     positive_int,
-    run_main,
     torch_device,
 )
+
+from ..nowcasters import resolve
+from ..optim import horizon_schedule
+from ..predict import predict
+from ..safe_load import load_torch_file
+
+__all__ = ["STEP_DESCRIPTION", "InputError", "add_parser"]
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ def _layout(model) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def _read_checkpoints(dirs: list[Path], ctx: int):
-    import neuralgraph
-
     if len(dirs) < ctx:
         raise InputError(f"need at least ctx={ctx} checkpoints, found {len(dirs)}: {', '.join(map(str, dirs))}")
     dirs = dirs[-ctx:]
@@ -125,8 +124,6 @@ def _read_checkpoints(dirs: list[Path], ctx: int):
 
 
 def _write_checkpoint(model, theta: torch.Tensor, source: Path, out: Path) -> None:
-    import neuralgraph
-
     neuralgraph.load_params(model, theta.to(next(model.parameters()).dtype))
     model.save_pretrained(out, safe_serialization=True)
     weight_like = set(WEIGHT_FILES)
@@ -146,8 +143,6 @@ def _read_states_file(path: Path) -> tuple[dict[str, Any], dict[str, str] | None
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         return dict(load_file(str(path))), meta
-    from .safe_load import load_torch_file
-
     blob = load_torch_file(path, "torch file of stacked states", InputError)
     if isinstance(blob, torch.Tensor):
         blob = {"states": blob}
@@ -157,8 +152,6 @@ def _read_states_file(path: Path) -> tuple[dict[str, Any], dict[str, str] | None
 
 
 def _graph_from_spec(blob: dict[str, Any], meta: dict[str, str] | None, config_path: Path | None, arch: str | None):
-    import neuralgraph
-
     if config_path is not None:
         import transformers
 
@@ -200,8 +193,6 @@ def _write_states_file(path: Path, blob: dict[str, Any], meta: dict[str, str] | 
 
 # ------------------------------------------------------------------------------ the step command
 def _resolve_k(args: argparse.Namespace, seq_len: int) -> int:
-    from .optim import horizon_schedule
-
     if args.k is not None:
         return args.k
     if args.step is None or args.max_train_steps is None:
@@ -216,9 +207,6 @@ def _resolve_k(args: argparse.Namespace, seq_len: int) -> int:
 
 
 def _step(args: argparse.Namespace) -> int:
-    from .predict import predict
-    from .resolver import resolve
-
     out = Path(args.out)
     if out.exists() and not args.overwrite and (out.is_file() or any(out.iterdir())):
         raise InputError(f"{out} exists; choose another --out or pass --overwrite")
@@ -271,8 +259,6 @@ def _step(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_states_file(out, blob, meta, theta, info)
     else:
-        import neuralgraph
-
         dirs, model, states = _read_checkpoints(_checkpoint_dirs(inputs), ctx)
         graph = neuralgraph.convert(model) if (predictor.needs_graph or args.per_block) else None
         theta = predict(graph, states, k, predictor, per_block=args.per_block, lr_interval=lr_interval)
@@ -316,17 +302,8 @@ def _kept_step(args: argparse.Namespace) -> str:
     return f"{args.out} is written last: unless it was reported as written, rerun the command (with --overwrite if it exists)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``nowcast`` argument parser with every sub-command (abbreviated options are refused)."""
-    parser = ArgumentParser(
-        prog="nowcast", allow_abbrev=False,
-        description="NiNo parameter nowcasting: jump saved checkpoints (step), compare methods on tasks (compare, tasks), "
-        "build NiNo checkpoints (collect, metatrain, build-checkpoint, model-card). Errors are reported on one line; "
-        "--debug shows the traceback.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    add_debug_flag(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``step`` on the ``nowcast`` command line."""
     p = sub.add_parser(
         "step",
         help="predict future parameters from the last ctx checkpoints and write them",
@@ -345,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-block", action="store_true", help="predict one transformer block at a time")
     p.add_argument(
         "--lr-interval", type=float, default=None,
-        help="learning rate x steps between two inputs, a number > 0 (required by regime-conditioned checkpoints)",
+        help="learning rate x steps between two inputs, a number > 0 (required by regime-routed checkpoints)",
     )
     p.add_argument("--config", type=existing_path, default=None, help="Hugging Face config (dir or config.json) describing a states file's network")
     p.add_argument("--arch", default=None, help="converter name for the graph (default: chosen automatically)")
@@ -353,19 +330,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out")
     add_debug_flag(p, top=False)
     p.set_defaults(run=_step, kept=_kept_step)
-    from .cli_compare import add_parsers
-    from .metatrain.cli import add_parsers as add_metatrain_parsers
-
-    add_parsers(sub)
-    add_metatrain_parsers(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_main(args.run, args, prog=f"nowcast {args.command}", debug=args.debug, kept=getattr(args, "kept", None))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,18 +35,18 @@ from neuralgraph.cli_args import (
     thread_count,
 )
 
-from ..checkpoint import load
-from ..regime_router import RegimeRouter
+from ..metatrain.collection import collect
+from ..metatrain.config import MetaTrainConfig
+from ..metatrain.dataset import MetaDataset
+from ..metatrain.model_card import append_evaluation, write_router_card
+from ..metatrain.outputs import export
+from ..metatrain.recipes import RECIPES, Recipe, RunSpec, get_recipe
+from ..metatrain.training import metatrain
+from ..metatrain.trajectories import META_FILE, load_trajectory
+from ..metatrain.work_folder import HISTORY_FILE
+from ..nowcasters import RegimeRouter
+from ..nowcasters import load_checkpoint as load
 from ..tasks import tasks
-from .collection import collect
-from .config import MetaTrainConfig
-from .dataset import MetaDataset
-from .model_card import append_evaluation, write_router_card
-from .outputs import export
-from .recipes import RECIPES, Recipe, RunSpec, get_recipe
-from .training import metatrain
-from .trajectories import META_FILE, load_trajectory
-from .work_folder import HISTORY_FILE
 
 __all__ = ["add_parsers"]
 

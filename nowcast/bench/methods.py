@@ -4,7 +4,7 @@
 ``wnn+`` (a WNN+ checkpoint such as the published ``nino_mlp.pt``) and ``nino`` (a NiNo
 checkpoint). Checkpoints given explicitly win; otherwise :func:`default_checkpoint` looks for the
 one shipped in this project's ``checkpoints/`` and then for the published files in
-``../shared/checkpoints/official/``. The names are read by :func:`nowcast.resolver.resolve_spec`, the
+``../shared/checkpoints/official/``. The names are read by :func:`nowcast.nowcasters.resolver.resolve_spec`, the
 one place with the rules for predictors and checkpoints.
 
 ``nino@PATH`` (and ``wnn+@PATH``) names a checkpoint inside the method itself, so that one
@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .resolver import METHODS, SHIPPED_CHECKPOINT, default_checkpoint
+from ..nowcasters.resolver import METHODS, SHIPPED_CHECKPOINT, default_checkpoint, resolve_spec
 
 __all__ = ["Method", "METHODS", "resolve_method", "default_checkpoint", "SHIPPED_CHECKPOINT"]
 
@@ -46,10 +46,8 @@ def resolve_method(
 ) -> Method:
     """A :class:`Method` from its name (see :data:`METHODS`; ``base`` is an alias of ``adam``),
     ``nino@PATH`` / ``wnn+@PATH``, or anything else :func:`nowcast.resolve` accepts; the rules are
-    :func:`nowcast.resolver.resolve_spec`'s."""
+    :func:`nowcast.nowcasters.resolver.resolve_spec`'s."""
     if isinstance(spec, Method):
         return spec
-    from .resolver import resolve_spec
-
     name, predictor, checkpoint = resolve_spec(spec, nino_checkpoint=nino_checkpoint, wnn_checkpoint=wnn_checkpoint)
     return Method(name, predictor, checkpoint)

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 from torch.optim import Optimizer
+from tqdm.auto import tqdm
 
+from ..optim import NiNo
+from ..tasks import Task, TaskData, get_task
 from .methods import Method, resolve_method
-from .tasks import Task, TaskData, get_task
 
 __all__ = ["RunResult", "train"]
 
@@ -119,66 +120,17 @@ def train(
     optimizer: Optimizer = task.make_optimizer(model)
     wrapper = None
     if method.nowcasts:
-        from .optim import NiNo
-
         wrapper = NiNo(optimizer, model, method.predictor, period=period, ctx=ctx, max_train_steps=max_steps)
         optimizer = wrapper
-
     result = RunResult(
         task=task.name, method=method.name, seed=seed, metric=task.metric, target=task.target,
         higher_is_better=task.higher_is_better, max_steps=max_steps, checkpoint=method.checkpoint,
     )
-
-    def evaluate(step: int) -> bool:
-        value = data.evaluate(model)
-        result.steps.append(step)
-        result.values.append(value)
-        if result.steps_to_target is None and task.reached(value):
-            result.steps_to_target = step
-            log.info("%s/%s seed %d: target %s %g reached at step %d (%.4g)", task.name, method.name, seed, task.metric, task.target, step, value)
-        return result.steps_to_target is not None
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_steps, desc=f"{task.name} {method.name} seed {seed}", leave=False, mininterval=0.5)
+    run = _Run(task, data, model, optimizer, wrapper, result, seed)
+    bar = tqdm(total=max_steps, desc=f"{task.name} {method.name} seed {seed}", leave=False, mininterval=0.5) if progress else None
     start = time.perf_counter()
-    batches = data.batches(seed)
-    done = evaluate(0) and stop_at_target
-    step = 0
     try:
-        while not done and step < max_steps:
-            batch = next(batches)
-            jumps_before = wrapper.jumps if wrapper is not None else 0
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = None
-            if wrapper is None or wrapper.need_grads:
-                loss = data.loss(model, batch)
-                loss.backward()
-                loss_value = float(loss.detach())
-            optimizer.step()
-            step += 1
-            if wrapper is not None and wrapper.jumps > jumps_before:
-                result.jump_steps.append(step)
-            if loss_value is not None:
-                if not math.isfinite(loss_value):
-                    result.stopped = "diverged"
-                    log.warning("%s/%s seed %d: training loss is %s at step %d; stopping", task.name, method.name, seed, loss_value, step)
-                    break
-                if step % log_loss_every == 0 or step == 1:
-                    result.loss_steps.append(step)
-                    result.losses.append(loss_value)
-            if callback is not None:
-                callback(step, model, optimizer)
-            if step % eval_every == 0 or step == max_steps:
-                if evaluate(step) and stop_at_target:
-                    result.stopped = "target"
-                    done = True
-                if bar is not None:
-                    bar.set_postfix({task.metric: f"{result.values[-1]:.4g}", "jumps": len(result.jump_steps)}, refresh=False)
-            if bar is not None:
-                bar.update(1)
+        run.loop(max_steps, eval_every, stop_at_target, log_loss_every, callback, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -186,3 +138,67 @@ def train(
         result.stopped = "target"
     result.wall_s = time.perf_counter() - start
     return result
+
+
+class _Run:
+    """One training run's moving parts: evaluates into ``result`` and takes the optimizer's steps."""
+
+    def __init__(self, task: Task, data: TaskData, model: nn.Module, optimizer: Optimizer, wrapper: NiNo | None,
+                 result: RunResult, seed: int):
+        self.task, self.data, self.model, self.optimizer, self.wrapper = task, data, model, optimizer, wrapper
+        self.result, self.seed = result, seed
+
+    def evaluate(self, step: int) -> bool:
+        """Evaluate at ``step``; True once the target has been reached."""
+        result, task = self.result, self.task
+        value = self.data.evaluate(self.model)
+        result.steps.append(step)
+        result.values.append(value)
+        if result.steps_to_target is None and task.reached(value):
+            result.steps_to_target = step
+            log.info("%s/%s seed %d: target %s %g reached at step %d (%.4g)", task.name, result.method, self.seed, task.metric,
+                     task.target, step, value)
+        return result.steps_to_target is not None
+
+    def step(self, batch: Any) -> tuple[float | None, bool]:
+        """One optimizer step: (the training loss, or None where a jump needed no gradients; whether it jumped)."""
+        jumps_before = self.wrapper.jumps if self.wrapper is not None else 0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = None
+        if self.wrapper is None or self.wrapper.need_grads:
+            loss = self.data.loss(self.model, batch)
+            loss.backward()
+            loss_value = float(loss.detach())
+        self.optimizer.step()
+        return loss_value, self.wrapper is not None and self.wrapper.jumps > jumps_before
+
+    def loop(self, max_steps: int, eval_every: int, stop_at_target: bool, log_loss_every: int,
+             callback: Callable[[int, nn.Module, Optimizer], None] | None, bar: Any) -> None:
+        result, task = self.result, self.task
+        batches = self.data.batches(self.seed)
+        done = self.evaluate(0) and stop_at_target
+        step = 0
+        while not done and step < max_steps:
+            loss_value, jumped = self.step(next(batches))
+            step += 1
+            if jumped:
+                result.jump_steps.append(step)
+            if loss_value is not None:
+                if not math.isfinite(loss_value):
+                    result.stopped = "diverged"
+                    log.warning("%s/%s seed %d: training loss is %s at step %d; stopping", task.name, result.method, self.seed,
+                                loss_value, step)
+                    break
+                if step % log_loss_every == 0 or step == 1:
+                    result.loss_steps.append(step)
+                    result.losses.append(loss_value)
+            if callback is not None:
+                callback(step, self.model, self.optimizer)
+            if step % eval_every == 0 or step == max_steps:
+                if self.evaluate(step) and stop_at_target:
+                    result.stopped = "target"
+                    done = True
+                if bar is not None:
+                    bar.set_postfix({task.metric: f"{result.values[-1]:.4g}", "jumps": len(result.jump_steps)}, refresh=False)
+            if bar is not None:
+                bar.update(1)

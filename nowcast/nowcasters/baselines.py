@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .predict import _check_k, _check_states, _work_dtype
+from .base import check_k, check_states, work_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     from neuralgraph import NeuralGraph
@@ -91,11 +93,11 @@ class Linefit:
         return w / total + w * (t - mean) * (target - mean) / spread
 
     def predict(self, graph: NeuralGraph | None, states: torch.Tensor, k: int) -> torch.Tensor:
-        k = _check_k(k)
-        states = _check_states(states, graph)
+        k = check_k(k)
+        states = check_states(states, graph)
         if states.shape[1] < 2:
             raise ValueError(f"{self.name} needs at least two states, got {states.shape[1]}")
-        dtype = _work_dtype(states.dtype)
+        dtype = work_dtype(states.dtype)
         c = self.coefficients(states.shape[1], k).to(device=states.device, dtype=dtype)
         x = states.to(dtype)
         last = x[:, -1]
@@ -168,8 +170,8 @@ class WNN(nn.Module):
         return self.net(scaled)
 
     def predict(self, graph: NeuralGraph | None, states: torch.Tensor, k: int) -> torch.Tensor:
-        k = _check_k(k)
-        states = _check_states(states, graph)
+        k = check_k(k)
+        states = check_states(states, graph)
         if states.shape[1] != self.ctx:
             raise ValueError(f"this WNN reads ctx={self.ctx} states but the history has {states.shape[1]}")
         if k > self.seq_len:
@@ -179,7 +181,7 @@ class WNN(nn.Module):
         chunk = self.chunk or states.shape[0] or 1
         with torch.no_grad():
             for start in range(0, states.shape[0], chunk):
-                x = states[start : start + chunk].to(device=weight.device, dtype=_work_dtype(states.dtype))
+                x = states[start : start + chunk].to(device=weight.device, dtype=work_dtype(states.dtype))
                 lo = x.min(dim=1).values
                 span = x.max(dim=1).values - lo
                 scaled = (x - lo.unsqueeze(1)) / torch.where(span > 0, span, torch.ones_like(span)).unsqueeze(1)
@@ -190,8 +192,6 @@ class WNN(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write the weights and configuration to one ``.safetensors`` file."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
@@ -201,9 +201,6 @@ class WNN(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> WNN:
         """Read a file written by :meth:`save`."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no WNN weights at {path}")

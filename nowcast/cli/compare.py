@@ -7,19 +7,18 @@ from pathlib import Path
 
 from neuralgraph.cli_args import add_debug_flag, existing_dir, output_dir, positive_int, thread_count
 
+from ..bench.comparison import compare
+from ..bench.methods import METHODS, default_checkpoint, resolve_method
+from ..tasks import tasks
+
 __all__ = ["add_parsers"]
 
 
 def _default_methods() -> str:
-    from .methods import default_checkpoint
-
     return "adam,nino" if default_checkpoint("nino") is not None else "adam,linefit+"
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .benchmark import compare
-    from .methods import resolve_method
-
     if args.threads:
         import torch
 
@@ -51,8 +50,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
-    from .tasks import tasks
-
     for task in tasks().values():
         print(task.describe())
         print(f"    validation: {task.validation}")
@@ -66,9 +63,6 @@ def _kept(args: argparse.Namespace) -> str:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``compare`` and ``tasks`` on the ``nowcast`` command line."""
-    from .methods import METHODS
-    from .tasks import tasks
-
     p = sub.add_parser(
         "compare",
         help="train a task with several methods and report steps-to-target (with a plot)",
