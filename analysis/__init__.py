@@ -11,41 +11,54 @@
   :func:`draw_lpe` (t-SNE of positional encodings).
 - ``analysis`` / ``python -m analysis`` on the command line (:mod:`analysis.cli`).
 
-See ``docs/analysis.md``. Importing the package stays light: matplotlib,
-scikit-learn, pydot and the symmetry module are imported when first used.
+See ``docs/analysis.md``. Importing the package stays light: each name's submodule (and with it torch,
+matplotlib or scikit-learn) is imported when the name is first used.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .draw import (
-    EDGE_TYPE_COLORS,
-    GraphTooLargeError,
-    GraphvizNotFoundError,
-    SavedFigure,
-    adjacency_matrix,
-    draw_adjacency,
-    draw_graph,
-    draw_lpe,
-    edge_type_label,
-)
-from .trajectories import (
-    PCAProjection,
-    Trajectory,
-    TrajectoryRecorder,
-    embedding_trajectory,
-    pca_project,
-    plot_embeddings,
-    plot_trajectories,
-)
-
 if TYPE_CHECKING:  # pragma: no cover
+    from .draw import (
+        EDGE_TYPE_COLORS,
+        GraphTooLargeError,
+        GraphvizNotFoundError,
+        SavedFigure,
+        adjacency_matrix,
+        draw_adjacency,
+        draw_graph,
+        draw_lpe,
+        edge_type_label,
+    )
     from .symmetry import SymmetryResult, symmetry_experiment
+    from .trajectories import (
+        PCAProjection,
+        Trajectory,
+        TrajectoryRecorder,
+        embedding_trajectory,
+        pca_project,
+        plot_embeddings,
+        plot_trajectories,
+    )
 
-_LAZY = {"symmetry_experiment": "symmetry", "SymmetryResult": "symmetry"}
-"""Names re-exported from submodules that are imported on first access (they pull in heavier
-dependencies)."""
+_LAZY = {
+    **dict.fromkeys(
+        ("EDGE_TYPE_COLORS", "GraphTooLargeError", "GraphvizNotFoundError", "SavedFigure", "adjacency_matrix",
+         "draw_adjacency", "draw_graph", "draw_lpe", "edge_type_label"),
+        "draw",
+    ),
+    **dict.fromkeys(
+        ("PCAProjection", "Trajectory", "TrajectoryRecorder", "embedding_trajectory", "pca_project",
+         "plot_embeddings", "plot_trajectories"),
+        "trajectories",
+    ),
+    "symmetry_experiment": "symmetry",
+    "SymmetryResult": "symmetry",
+}
+"""Where each public name lives. Submodules are imported on first access, so that ``import analysis``
+does not load torch, matplotlib or scikit-learn."""
 
 __all__ = [
     "EDGE_TYPE_COLORS",
@@ -73,8 +86,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'analysis' has no attribute '{name}'")
-    from importlib import import_module
-
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

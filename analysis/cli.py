@@ -17,6 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import neuralgraph
+import nowcast
+from neuralgraph import edge_types as et
+from neuralgraph import registry
 from neuralgraph.cli_args import (
     ArgumentParser,
     add_debug_flag,
@@ -29,6 +33,12 @@ from neuralgraph.cli_args import (
     run_main,
     seed,
 )
+from neuralgraph.examples import EXAMPLES, FMConvNet
+
+from . import draw
+from . import trajectories as tr
+from .draw import GraphvizNotFoundError
+from .symmetry import symmetry_experiment
 
 DEFAULT_OUT = "analysis_figures"
 
@@ -50,8 +60,6 @@ def _print_figure(figure: Any) -> None:
 
 # ------------------------------------------------------------------------------------ symmetry
 def _symmetry(args: argparse.Namespace) -> int:
-    from .symmetry import symmetry_experiment
-
     result = symmetry_experiment(
         args.arch, width=args.width, heads=args.heads, kv_heads=args.kv_heads, n=args.n, seed=args.seed,
         out_dir=args.out,
@@ -74,9 +82,6 @@ def _example_graph(name: str, seed: int, naive: bool):
 
     import torch
 
-    from neuralgraph import registry
-    from neuralgraph.examples import EXAMPLES
-
     torch.manual_seed(seed)
     if name in EXAMPLES:
         return registry.convert(EXAMPLES[name](), naive=naive)
@@ -92,8 +97,6 @@ def _example_graph(name: str, seed: int, naive: bool):
 
 
 def _draw(args: argparse.Namespace) -> int:
-    from . import draw
-
     graph = _example_graph(args.model, args.seed, args.naive)
     out = Path(args.out) / f"{args.model}{'_naive' if args.naive else ''}_{args.kind}"
     cap = {} if args.max_nodes is None else {"max_nodes": args.max_nodes}
@@ -107,7 +110,6 @@ def _draw(args: argparse.Namespace) -> int:
     took = time.perf_counter() - start
     print(f"model '{args.model}' -> {graph.arch} graph: {graph.num_nodes} nodes, {graph.num_edges} edges, "
           f"{graph.num_params} parameters")
-    from neuralgraph import edge_types as et
 
     rows = [("edge type", "id", "edges")]
     rows += [(et.name(t), str(t), str(n)) for t, n in graph.edge_type_counts().items()]
@@ -165,8 +167,6 @@ def _random_nino(seed: int, hid: int = 32):
     (N(0, 0.02)) gives embeddings of order 1e-7, too small to look at."""
     import torch
 
-    import nowcast
-
     torch.manual_seed(seed)
     model = nowcast.NiNoModel(nowcast.NiNoConfig(hid=hid, wte_pos_enc=False))
     for module in model.modules():
@@ -190,11 +190,6 @@ def _pca(args: argparse.Namespace) -> int:
     import copy
 
     import torch
-
-    import nowcast
-    from neuralgraph.examples import FMConvNet
-
-    from . import trajectories as tr
 
     if args.period % 5:
         raise ValueError(f"--period must be a multiple of ctx=5, got {args.period}")
@@ -233,8 +228,6 @@ def _pca(args: argparse.Namespace) -> int:
     print(f"PCA fitted on Adam: PC1 {100 * ratio[0]:.1f}%, PC2 {100 * ratio[1]:.1f}% of its variance")
     _print_figure(figure)
     if args.embed:
-        import neuralgraph
-
         graph = neuralgraph.convert(initial)
         if meta is None:
             meta = _random_nino(args.seed)
@@ -315,7 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from .draw import GraphvizNotFoundError
 
     return run_main(args.run, args, prog=f"analysis {args.command}", debug=args.debug, expected=(GraphvizNotFoundError,))
 

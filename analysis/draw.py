@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from neuralgraph import edge_types as et
+
 if TYPE_CHECKING:  # pragma: no cover
     from neuralgraph import NeuralGraph
 
@@ -129,8 +131,6 @@ def _save(
 
 
 def _type_color(edge_type: int) -> str:
-    from neuralgraph import edge_types as et
-
     return EDGE_TYPE_COLORS.get(et.name(edge_type), _UNKNOWN_COLOR)
 
 
@@ -138,16 +138,12 @@ def _edge_rgba(types: np.ndarray) -> np.ndarray:
     """``[E, 4]`` RGBA colours of edge types (a table lookup)."""
     from matplotlib.colors import to_rgba
 
-    from neuralgraph import edge_types as et
-
     table = np.array([to_rgba(_type_color(t)) for t in range(et.NUM_EDGE_TYPES)] + [to_rgba(_UNKNOWN_COLOR)])
     return table[np.where((types >= 0) & (types < et.NUM_EDGE_TYPES), types, et.NUM_EDGE_TYPES)]
 
 
 def edge_type_label(edge_type: int) -> str:
     """Legend label of an edge type: its name and id, e.g. ``'linear (1)'``."""
-    from neuralgraph import edge_types as et
-
     return f"{et.name(int(edge_type))} ({int(edge_type)})"
 
 
@@ -312,8 +308,6 @@ def _find_graphviz(prog: str) -> str:
 
 def _unique_edges(graph: NeuralGraph, self_loops: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source, target and type of every distinct directed node pair (the last block's type wins)."""
-    from neuralgraph import edge_types as et
-
     index = graph.edge_index.numpy()
     types = graph.edge_type.numpy()
     keep = np.ones(types.size, dtype=bool) if self_loops else types != et.SELF_LOOP
@@ -385,8 +379,6 @@ def draw_graph(
             "(graph.layers()[i] or graph.subgraph([...])), raise the caps, or use draw_adjacency"
         )
     import networkx as nx
-
-    from neuralgraph import edge_types as et
 
     nxg = nx.DiGraph()
     nxg.add_nodes_from(range(n))

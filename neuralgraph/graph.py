@@ -20,7 +20,9 @@ from . import edge_types as et
 from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
 from .errors import GraphConstructionError, NonFiniteError, ParameterMismatchError
 from .groups import NodeGroup
+from .lpe import Connection, laplacian_pe
 from .params import ParamSpec, check_finite
+from .subgraph import layer_subgraphs, subgraph
 from .symmetry import Permutable, PermutableHeads
 
 __all__ = ["NeuralGraph", "UnitBuffer"]
@@ -214,8 +216,6 @@ class NeuralGraph:
 
     def connections(self):
         """The graph's structure as :class:`neuralgraph.lpe.Connection` ranges (no self-loops)."""
-        from .lpe import Connection
-
         return [
             Connection("diagonal" if b.kind == DIAGONAL else "dense", b.src.start, b.src.size, b.dst.start, b.dst.size)
             for b in self.blocks
@@ -227,8 +227,6 @@ class NeuralGraph:
         """``[N, lpe]`` float32 Laplacian positional encodings, or None when ``lpe == 0``."""
         if self.lpe == 0:
             return None
-        from .lpe import laplacian_pe
-
         return laplacian_pe(self.num_nodes, self.connections(), self.lpe).pos
 
     # ------------------------------------------------------------------ parameters <-> edges
@@ -368,14 +366,10 @@ class NeuralGraph:
     # ------------------------------------------------------------------ parts
     def subgraph(self, param_names, *, lpe: int | None = None) -> "NeuralGraph":
         """The graph of some parameters only (see :func:`neuralgraph.subgraph.subgraph`)."""
-        from .subgraph import subgraph
-
         return subgraph(self, param_names, lpe=lpe)
 
     def layers(self, *, lpe: int | None = None) -> list["NeuralGraph"]:
         """One graph per transformer block / layer, then the rest (see :func:`layer_subgraphs`)."""
-        from .subgraph import layer_subgraphs
-
         return layer_subgraphs(self, lpe=lpe)
 
     def param_slices(self) -> dict[str, slice]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .blocks import DENSE, STAR
+
 __all__ = ["wl_fingerprint", "graph_fingerprint", "edge_hashes", "graph_edge_hashes"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -111,8 +113,6 @@ def graph_fingerprint(graph, vector: torch.Tensor, iterations: int = 4) -> tuple
     edge) and no per-edge gathers, and temporaries of at most ``_CHUNK`` edges. Equal to
     ``wl_fingerprint(graph.edge_index, graph.edge_type, None, graph.num_nodes, graph.pos_w,
     edge_hash=graph_edge_hashes(graph, vector))``."""
-    from .blocks import DENSE, STAR
-
     h_edge = graph_edge_hashes(graph, vector)
     if graph.num_edges <= _FLAT_EDGES:  # one pass over all edges beats a Python loop over hundreds of blocks
         return wl_fingerprint(graph.edge_index, graph.edge_type, None, graph.num_nodes, graph.pos_w,

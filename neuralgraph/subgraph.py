@@ -12,12 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from . import edge_types as et
 from .blocks import DIAGONAL, EdgeBlock
-from .graph import NeuralGraph
 from .groups import NodeGroup, NodeRange
 from .params import ParamSpec, ParamView, StackedView
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .graph import NeuralGraph
 
 __all__ = ["subgraph", "layer_subgraphs", "LAYER_PATTERN"]
 
@@ -75,7 +78,7 @@ def subgraph(graph: NeuralGraph, param_names: Collection[str], *, lpe: int | Non
                          et.AUXILIARY_VALUES[et.SELF_LOOP]))
     symmetries = tuple(s for s in graph.symmetries if set(s.groups) <= touched)
     buffers = tuple(u for u in graph.buffers if u.group in touched)
-    return NeuralGraph(tuple(groups), tuple(out), tuple(specs), symmetries, buffers, graph.arch,
+    return type(graph)(tuple(groups), tuple(out), tuple(specs), symmetries, buffers, graph.arch,
                        graph.lpe if lpe is None else lpe, dict(graph.meta))
 
 

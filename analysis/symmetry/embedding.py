@@ -11,6 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
+import neuralgraph as ng
+import neuralgraph.build as ngb
+from neuralgraph import edge_types as et
+from neuralgraph.lpe import dense_laplacian
+from nowcast import NiNoConfig, NiNoModel
+
 __all__ = ["CONSTRUCTIONS", "embed_samples", "naive_graph"]
 
 CONSTRUCTIONS: tuple[str, ...] = ("correct", "naive")
@@ -21,8 +27,6 @@ _EDGE_TYPES = 15  # NiNo's edge-type vocabulary; reversed edges get type + 15
 def naive_graph(model: nn.Module, arch: str, lpe: int) -> tuple[Any, torch.Tensor | None, str]:
     """The naive graph and, when it is built on an expanded model, the gather index mapping the
     model's flat parameter vector onto the expanded one."""
-    import neuralgraph as ng
-
     config = getattr(model, "config", None)
     heads = getattr(config, "num_attention_heads", None)
     kv = getattr(config, "num_key_value_heads", None)
@@ -35,9 +39,9 @@ def naive_graph(model: nn.Module, arch: str, lpe: int) -> tuple[Any, torch.Tenso
         expanded = type(model)(mha_config)
     graph = ng.convert(expanded, naive=True, lpe=lpe)
     group = heads // kv
-    own = {p.name: p for p in ng.param_specs(model)}
+    own = {p.name: p for p in ngb.param_specs(model)}
     index = []
-    for spec in ng.param_specs(expanded):
+    for spec in ngb.param_specs(expanded):
         src = own[spec.name]
         ids = torch.arange(src.offset, src.offset + src.numel).reshape(src.shape)
         if spec.shape != src.shape:  # k_proj / v_proj rows (and biases): repeat each key/value head
@@ -53,8 +57,6 @@ def _invariant_spectral_features(graph, k: int) -> torch.Tensor:
     """``[N, k]``: per node, the diagonal of the projector onto each of the ``k`` smallest
     non-trivial eigenvalue clusters of the graph's normalized Laplacian (basis-independent, hence
     unchanged by every automorphism; a dense eigendecomposition, for the small graphs used here)."""
-    from neuralgraph.lpe import dense_laplacian
-
     lap = dense_laplacian(graph.num_nodes, graph.connections())
     values, vectors = np.linalg.eigh(lap)
     order = np.argsort(values, kind="stable")
@@ -81,8 +83,6 @@ def _random_gnn(max_feat_size: int, vocab: int, lpe: int, seed: int, hid: int = 
     """A randomly initialised NiNo GNN (float64): weights ~ N(0, 1/fan_in), biases ~ N(0, 0.01),
     embeddings ~ N(0, 1) — large enough that its non-linearities act (NiNo's own initialisation,
     std 0.02, would make a random network almost linear)."""
-    from nowcast import NiNoConfig, NiNoModel
-
     config = NiNoConfig(ctx=1, hid=hid, layers=layers, max_feat_size=max_feat_size, seq_len=1, lpe=lpe,
                         wte_pos_enc=True, vocab_size=max(1, vocab), edge_types=edge_types)
     gen = torch.Generator().manual_seed(seed)
@@ -109,8 +109,6 @@ class _Embedder:
 
     def __init__(self, graph, gnn, node_features: torch.Tensor | None, *, bidirectional: bool = True) -> None:
         from types import SimpleNamespace
-
-        from neuralgraph import edge_types as et
 
         self.graph = graph
         self.gnn = gnn

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import neuralgraph as ng
+import neuralgraph.build as ngb
 from neuralgraph.verify import model_outputs
 
 from .classifier import classify
@@ -169,8 +171,6 @@ def _build(name: str, width: int, heads: int, kv_heads: int | None, layers: int,
            node_features: str, lpe: int, tolerance: float | None, generator: torch.Generator) -> _Setup:
     """The model, float64, random parameters (the constructors' own random draws are overwritten
     and kept away from the caller's global generator), its graphs and reference outputs."""
-    import neuralgraph as ng
-
     with torch.random.fork_rng(devices=[]):
         model = build_model(name, width, heads, kv_heads, layers, inner).to(torch.float64).eval()
     redraw_parameters(model, generator)
@@ -178,7 +178,7 @@ def _build(name: str, width: int, heads: int, kv_heads: int | None, layers: int,
     lpe_cols = lpe if node_features == "lpe" else 0
     graph = ng.convert(model, lpe=lpe_cols)
     naive, gather, naive_how = naive_graph(model, name, lpe_cols)
-    converter = ng.get_converter(name)
+    converter = ngb.get_converter(name)
     if tolerance is None:
         tolerance = max(1e-8, converter.verify_rtol or 0.0)
     inputs = converter.example_inputs(model, graph, generator, 8)
@@ -191,8 +191,6 @@ def _label(setup: _Setup, vectors: torch.Tensor,
            draws: Sequence[Draw]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Run the model carrying each permuted vector: ``[n]`` relative output changes
     ``max|y' - y| / max|y|``, measured labels (1 = within the tolerance), intended labels, kinds."""
-    import neuralgraph as ng
-
     moved = copy.deepcopy(setup.model)
     deviations = np.empty(vectors.shape[0])
     for i, vec in enumerate(vectors):

@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neuralgraph import converters
+from neuralgraph.models import nanogpt as nanogpt_model
+
 __all__ = ["SYMMETRY_ARCHS", "build_model", "check_config", "redraw_parameters", "supported_archs"]
 
 SYMMETRY_ARCHS: tuple[str, ...] = ("gpt2", "llama", "bert", "vit", "nanogpt")
@@ -17,8 +20,6 @@ _POSITIONS = 8
 
 def supported_archs() -> tuple[str, ...]:
     """The registered converters the experiment supports (attention converters)."""
-    from neuralgraph import converters
-
     registered = {c.name for c in converters()}
     return tuple(a for a in SYMMETRY_ARCHS if a in registered)
 
@@ -51,8 +52,6 @@ def check_config(arch: str, width: int, heads: int, kv_heads: int | None, layers
 def build_model(arch: str, width: int, heads: int, kv_heads: int | None, layers: int, inner: int) -> nn.Module:
     """One (or ``layers``) layer of ``arch`` with tiny embedding tables, from a config."""
     if arch == "nanogpt":
-        from neuralgraph.models import nanogpt as nanogpt_model
-
         config = nanogpt_model.GPTConfig(block_size=_POSITIONS, vocab_size=_VOCAB, n_layer=layers, n_head=heads,
                                          n_embd=width, dropout=0.0, bias=True)
         return nanogpt_model.GPT(config)

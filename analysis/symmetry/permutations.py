@@ -11,6 +11,10 @@ from typing import Any
 
 import torch
 
+from neuralgraph.build import PermutableHeads
+from neuralgraph.permute import permute_params
+from neuralgraph.symmetry import compose
+
 __all__ = ["BAD_KINDS", "DEFAULT_BAD_KINDS", "GOOD_KIND", "Draw", "Perms", "draw_permutations"]
 
 log = logging.getLogger(__name__)
@@ -43,8 +47,6 @@ class Draw:
 
 
 def _compose(perms: Perms, extra: Mapping[str, torch.Tensor]) -> Perms:
-    from neuralgraph.symmetry import compose
-
     out = dict(perms)
     for name, perm in extra.items():
         out[name] = compose(out[name], perm) if name in out else perm
@@ -55,8 +57,6 @@ class _Sampler:
     """Draws good and bad permutations of a correct graph's node groups."""
 
     def __init__(self, graph, generator: torch.Generator, rng: random.Random) -> None:
-        from neuralgraph import PermutableHeads
-
         self.graph = graph
         self.gen = generator
         self.rng = rng
@@ -183,8 +183,6 @@ def draw_permutations(
 ) -> tuple[list[Draw], torch.Tensor]:
     """``n`` draws (about ``good_fraction`` of them good, the rest of ``bad_kinds`` that apply to
     the layer, drawn uniformly, in a shuffled order) and the permuted parameter vectors ``[n, P]``."""
-    from neuralgraph.permute import permute_params
-
     sampler = _Sampler(graph, generator, rng)
     kinds_ok = sampler.available(bad_kinds)
     if not kinds_ok:

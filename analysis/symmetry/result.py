@@ -11,6 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuralgraph import flatten_params
+from neuralgraph.permute import permute_params
+
 from .classifier import difference_features
 from .embedding import CONSTRUCTIONS
 
@@ -88,9 +91,6 @@ class SymmetryResult:
 
     def permuted_params(self, i: int) -> torch.Tensor:
         """The flat parameter vector of sample ``i`` (``model``'s parameters, permuted)."""
-        from neuralgraph import flatten_params
-        from neuralgraph.permute import permute_params
-
         perms, skip = self.permutations[i]
         return permute_params(self.graph, flatten_params(self.model), perms, skip=skip)
 

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nowcast import NiNoModel
+from nowcast.scaling import scale_states
+
 from .trajectory import Trajectory
 
 if TYPE_CHECKING:  # pragma: no cover
     from neuralgraph import NeuralGraph
-    from nowcast import NiNoModel
 
 __all__ = ["embedding_trajectory"]
 
@@ -61,7 +63,7 @@ def embedding_trajectory(
     """Graph embeddings of a trajectory: one vector per window of ``ctx`` consecutive snapshots.
 
     Each window ``params[i - ctx + 1 .. i]`` is prepared exactly as for a NiNo prediction
-    (per-tensor scaling with :func:`nowcast.scale_states`, edge features with
+    (per-tensor scaling with :func:`nowcast.scaling.scale_states`, edge features with
     ``graph.edge_features``), passed through :meth:`nowcast.NiNoModel.embed`, and mean-pooled:
     the vector is ``[mean of node states, mean of edge states]`` (``2 * hid`` values; WNN+
     models have no nodes: the mean of edge states over the feature slots that hold values,
@@ -82,8 +84,6 @@ def embedding_trajectory(
         steps of each window's last snapshot; jumps and metrics are carried over.
     """
     import torch
-
-    from nowcast import NiNoModel, scale_states
 
     if not isinstance(model, NiNoModel):
         raise TypeError(f"model must be a nowcast.NiNoModel, got {type(model).__name__}")

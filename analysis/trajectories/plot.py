@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..draw import _new_figure, _save
 from .pca import pca_project
 from .trajectory import Trajectory
 
@@ -41,8 +42,6 @@ def plot_trajectories(
     Returns:
         the written files (:class:`analysis.draw.SavedFigure`).
     """
-    from ..draw import _new_figure, _save
-
     runs = [trajectories] if isinstance(trajectories, Trajectory) else list(trajectories)
     proj = pca_project(runs, baseline=baseline)
     fig, ax = _new_figure((6.4, 5.0))

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from neuralgraph import flatten_params
+from neuralgraph.build import param_specs
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
@@ -23,8 +26,6 @@ def as_vector(value: Any) -> np.ndarray:
     except ImportError:  # pragma: no cover - torch is a dependency
         torch = None
     if torch is not None and isinstance(value, torch.nn.Module):
-        from neuralgraph import flatten_params
-
         value = flatten_params(value)
     if torch is not None and isinstance(value, torch.Tensor):
         return value.detach().reshape(-1).to("cpu", torch.float32).numpy().copy()
@@ -123,8 +124,6 @@ class Trajectory:
             model: a model of the same architecture, used only for its parameter names.
         """
         if keys is None and model is not None:
-            from neuralgraph import param_specs
-
             keys = [spec.name for spec in param_specs(model)]
         rows = [
             _flatten_state_dict(s, keys) if isinstance(s, Mapping) else as_vector(s)

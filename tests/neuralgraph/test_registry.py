@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import neuralgraph as ng
+import neuralgraph.build as ngb
 from neuralgraph import edge_types as et
 from neuralgraph.registry import unregister
 
@@ -51,7 +52,7 @@ def test_verifier_passes(converter, seed):
 def test_sequential_example_has_no_saturating_one_unit_head():
     # hypothesis once drew seed 2984172: a convnet whose head was Linear(6, 1) -> Tanh -> Linear(1, 3);
     # the saturated Tanh made the model nearly constant and bad permutations undetectable (~1e-13)
-    model = ng.get_converter("sequential").example(random.Random(2984172))
+    model = ngb.get_converter("sequential").example(random.Random(2984172))
     heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert all(m.out_features >= 2 for m in heads[:-1])
     assert ng.verify(model, arch="sequential", trials=3, seed=172)
@@ -100,7 +101,7 @@ def _scaled_inputs(model, graph, generator, batch):
 def _scaled_graph(source, *, naive=False, wrong=None):
     specs = {p.name: p for p in source.params}
     hidden, n_in = specs["w1"].shape
-    b = ng.GraphBuilder(source.params)
+    b = ngb.GraphBuilder(source.params)
     x = b.group("x", n_in, role="input")
     h = b.group("h", hidden, role="hidden")
     s = b.group("s", hidden, role="hidden")
@@ -121,7 +122,7 @@ def _scaled_graph(source, *, naive=False, wrong=None):
 
 
 def test_user_converter_is_registered_and_verified():
-    ng.register("scaled", modules=(Scaled,), example=_scaled_example, example_inputs=_scaled_inputs)(_scaled_graph)
+    ngb.register("scaled", modules=(Scaled,), example=_scaled_example, example_inputs=_scaled_inputs)(_scaled_graph)
     try:
         assert "scaled" in [c.name for c in ng.converters()]
         model = Scaled()
@@ -136,7 +137,7 @@ def test_user_converter_is_registered_and_verified():
 
 @pytest.mark.parametrize("wrong, group", [("output", "y"), ("uncoupled", "h")])
 def test_verifier_catches_a_wrong_converter(wrong, group):
-    ng.register("scaled_wrong", modules=(Scaled,), example=_scaled_example, example_inputs=_scaled_inputs)(
+    ngb.register("scaled_wrong", modules=(Scaled,), example=_scaled_example, example_inputs=_scaled_inputs)(
         lambda source, naive=False: _scaled_graph(source, wrong=wrong)
     )
     try:
@@ -150,4 +151,4 @@ def test_verifier_catches_a_wrong_converter(wrong, group):
 
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="already registered"):
-        ng.register("mlp")(_scaled_graph)
+        ngb.register("mlp")(_scaled_graph)

@@ -3,6 +3,8 @@ hand-written converter (isomorphic graphs, parameters on corresponding edges, no
 
 import os
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neuralgraph as ng
+import neuralgraph.build as ngb
 from neuralgraph.compare import compare_graphs, symmetry_order
 from neuralgraph.trace.grammar import sample_traced_model
-
-import sys
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from traced_models import ZOO  # noqa: E402
@@ -59,7 +59,7 @@ HAND_WRITTEN = [c.name for c in ng.converters() if c.name not in ("traced", "mod
 @pytest.mark.parametrize("name", HAND_WRITTEN)
 @pytest.mark.parametrize("seed", range(3))
 def test_traced_graph_equals_the_hand_written_one(name, seed):
-    converter = ng.get_converter(name)
+    converter = ngb.get_converter(name)
     model = converter.example(random.Random(seed))
     hand = ng.convert(model, arch=name, lpe=0)
     inputs = converter.example_inputs(model, hand, torch.Generator().manual_seed(0), 2)

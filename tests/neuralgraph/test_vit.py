@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import neuralgraph as ng
+import neuralgraph.build as ngb
 from neuralgraph import edge_types as et
 
 transformers = pytest.importorskip("transformers")
@@ -193,7 +194,7 @@ def test_each_class_declares_what_its_function_has(kind):
 def test_claiming_the_stream_of_vitmodel_permutable_fails():
     model = transformers.ViTModel(config(), add_pooling_layer=False).eval()
     g = ng.convert(model, lpe=0)
-    wrong = ng.Permutable(tuple(x.name for x in g.groups if x.name.startswith("stream.")))
+    wrong = ngb.Permutable(tuple(x.name for x in g.groups if x.name.startswith("stream.")))
     report = ng.verify(model, dataclasses.replace(g, symmetries=g.symmetries + (wrong,)), trials=2)
     assert not report and any(f.kind == "good" for f in report.failures)
 
