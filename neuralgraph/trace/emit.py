@@ -234,12 +234,12 @@ class _Emitter(SymmetryDeclarations):
         rel = self.rel
         relations = [r for r in (*rel.dense, *rel.paired) if r.elems is not None]
         relations.sort(key=lambda r: r.edge_type in (et.BIAS, et.NORM))  # weights name groups first
-        landing = torch.full((m,), -1, dtype=torch.long)  # per neuron: the first relation landing on it
+        first_relation = torch.full((m,), -1, dtype=torch.long)  # per neuron: the first relation that lands on it
         for i, r in enumerate(relations):
             ids = self.map(r.dst).reshape(-1)
             ids = ids[ids >= 0]
-            free = ids[landing[ids] < 0]
-            landing[free] = i
+            free = ids[first_relation[ids] < 0]
+            first_relation[free] = i
         labels = [r.name.removesuffix(".weight").removesuffix("_weight") for r in relations]
         names, seen = [], defaultdict(int)
         for s, e in zip(starts, starts[1:] + [m]):
@@ -254,8 +254,8 @@ class _Emitter(SymmetryDeclarations):
             elif role == "input":
                 base = "input"
             else:
-                hit = torch.nonzero(landing[s:e] >= 0)
-                base = labels[int(landing[s + int(hit[0])])] if hit.numel() else role
+                hit = torch.nonzero(first_relation[s:e] >= 0)
+                base = labels[int(first_relation[s + int(hit[0])])] if hit.numel() else role
                 if role in ("query_key", "value"):
                     base = f"{base}.{'qk' if role == 'query_key' else 'v'}"
             seen[base] += 1
