@@ -9,6 +9,7 @@ Writing a converter for a new architecture: :mod:`neuralgraph.build`. Testing yo
 weight-space code for permutation symmetry: :mod:`neuralgraph.testing`.
 """
 
+from . import arch  # noqa: F401  (importing it registers the built-in converters)
 from . import edge_types
 from .errors import GraphConstructionError, NeuralGraphError, NonFiniteError, ParameterMismatchError, UnsupportedModelError
 from .graph import NeuralGraph

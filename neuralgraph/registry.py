@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .builder import GraphBuilder
+from .compare import compare_graphs
 from .errors import NeuralGraphError, UnsupportedModelError
 from .graph import NeuralGraph
 from .refusals import refusal_for
@@ -137,7 +138,6 @@ def unregister(name: str) -> None:
 
 def converters() -> list[Converter]:
     """Every registered converter, in registration order."""
-    _load_builtin()
     return list(_REGISTRY.values())
 
 
@@ -153,7 +153,6 @@ def _supported() -> str:
 
 def get_converter(arch: str) -> Converter:
     """The converter registered under ``arch`` (name, alias or Hugging Face model_type)."""
-    _load_builtin()
     for c in _REGISTRY.values():
         if arch in c.names:
             return c
@@ -332,8 +331,6 @@ def _chain_or_traced(source: ModelSource, *, naive: bool, lpe: int) -> NeuralGra
     """A module without a hand-written converter: the ``sequential`` reading (registration order,
     the node order of the NiNo authors' graphs) where the traced forward confirms it, else the
     traced graph."""
-    from .compare import compare_graphs
-
     traced = get_converter("traced")
     try:
         chain = get_converter("sequential").build(source, naive=naive, lpe=lpe)
@@ -364,13 +361,3 @@ def _chain_or_traced(source: ModelSource, *, naive: bool, lpe: int) -> NeuralGra
 def _sequential_inputs(model, graph: NeuralGraph):
     fn = get_converter("sequential").example_inputs
     return fn(model, graph, torch.Generator().manual_seed(0), 2)
-
-
-_BUILTIN_LOADED = False
-
-
-def _load_builtin() -> None:
-    global _BUILTIN_LOADED
-    if not _BUILTIN_LOADED:
-        _BUILTIN_LOADED = True
-        from . import arch as _  # noqa: F401  (registers the built-in converters)
