@@ -13,9 +13,11 @@ from collections.abc import Collection, Mapping
 import torch
 
 from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
+from .errors import ParameterMismatchError
 from .graph import NeuralGraph
+from .permutation import Permutation, PermutationLike, as_permutation
 
-__all__ = ["permute_params", "node_permutation", "is_automorphism", "permute_buffers"]
+__all__ = ["permute_params", "param_index", "node_permutation", "is_automorphism", "permute_buffers"]
 
 Side = tuple[str, str]  # (block name, "src" | "dst")
 
@@ -35,17 +37,53 @@ def _local(block: EdgeBlock, side: str, perms: Mapping[str, torch.Tensor], skip:
 
 def permute_params(
     graph: NeuralGraph,
-    vector: torch.Tensor,
-    perms: Mapping[str, torch.Tensor],
+    theta: torch.Tensor,
+    perm: PermutationLike,
     *,
     skip: Collection[Side] = (),
 ) -> torch.Tensor:
-    """The parameter vector after permuting node groups by ``perms`` (a new tensor).
+    """The parameters ``theta`` after permuting the graph's neurons by ``perm`` (a new tensor).
 
-    ``skip`` lists ``(block name, side)`` pairs left unpermuted, or ``(block name, "slot", k)``
-    for the ``k``-th tensor of a stacked block (e.g. SwiGLU's gate without its up projection),
-    which breaks the permutation on purpose (the verifier's "bad" permutations).
+    Args:
+        graph: the network's neural graph.
+        theta: a flat parameter vector ``[P]`` or a stack of states ``[P, T]`` (every column is
+            permuted alike), in the graph's flat-vector order (:func:`neuralgraph.flatten_params`).
+        perm: a :class:`~neuralgraph.testing.Permutation` (what the strategies of
+            ``neuralgraph.testing`` draw) or a mapping ``{group name: local permutation}``: unit
+            ``i`` of the group moves to position ``perm[group][i]``.
+        skip: ``(block name, "src" | "dst")`` pairs left unpermuted, or ``(block name, "slot", k)``
+            for the ``k``-th tensor of a stacked block (e.g. SwiGLU's gate without its up
+            projection), added to the permutation's own: this breaks the permutation on purpose
+            (the verifier's "bad" permutations).
+
+    Raises:
+        ParameterMismatchError: ``theta`` is not ``[P]`` or ``[P, T]`` for this graph.
+        ValueError: a group's permutation moves units out of a block's range, or a diagonal
+            block's two sides are permuted differently.
     """
+    perm = as_permutation(perm, tuple(skip))
+    if not isinstance(theta, torch.Tensor) or theta.ndim not in (1, 2) or theta.shape[0] != graph.num_params:
+        shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__
+        raise ParameterMismatchError(
+            f"permute_params: expected parameters of shape [{graph.num_params}] or [{graph.num_params}, T] for this "
+            f"{graph.arch} graph, got {shape} (flatten a model with neuralgraph.flatten_params)"
+        )
+    if theta.ndim == 1:
+        return _permute_vector(graph, theta, perm.perms, perm.skip)
+    return theta[param_index(graph, perm)]
+
+
+def param_index(graph: NeuralGraph, perm: PermutationLike) -> torch.Tensor:
+    """``[P]`` int64: position ``j`` of the permuted parameter vector holds ``theta[index[j]]``
+    (so ``theta[index]`` is :func:`permute_params` of ``theta``, for ``[P]`` and ``[P, T]`` alike)."""
+    perm = as_permutation(perm)
+    return _permute_vector(graph, torch.arange(graph.num_params), perm.perms, perm.skip)
+
+
+def _permute_vector(
+    graph: NeuralGraph, vector: torch.Tensor, perms: Mapping[str, torch.Tensor], skip: Collection[Side]
+) -> torch.Tensor:
+    """:func:`permute_params` of a flat vector ``[P]`` (any dtype: an ``arange`` gives the index map)."""
     vector = vector.contiguous()
     out = vector.clone()
     for b in graph.blocks:
@@ -79,18 +117,21 @@ def permute_params(
     return out
 
 
-def node_permutation(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The global node permutation ``[N]`` (identity outside the permuted groups)."""
+def node_permutation(graph: NeuralGraph, perms: PermutationLike) -> torch.Tensor:
+    """The global node permutation ``[N]``: node ``i`` moves to ``pi[i]`` (identity outside the
+    permuted groups). ``perms`` is a :class:`~neuralgraph.testing.Permutation` or a mapping."""
     pi = torch.arange(graph.num_nodes)
-    for name, perm in perms.items():
+    for name, perm in as_permutation(perms).perms.items():
         g = graph.group(name)
         pi[g.start : g.stop] = perm + g.start
     return pi
 
 
-def is_automorphism(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> bool:
+def is_automorphism(graph: NeuralGraph, perms: PermutationLike) -> bool:
     """Whether relabelling nodes by ``perms`` maps the graph's edge structure (endpoints and edge
-    types, hence auxiliary edges with their fixed values) onto itself."""
+    types, hence auxiliary edges with their fixed values) onto itself. (A permutation's ``skip``
+    does not enter: it concerns the parameters, not the structure.)"""
+    perms = _groups(perms)
     if _keeps_every_block(graph, perms):
         return True
     pi = node_permutation(graph, perms)
@@ -99,6 +140,11 @@ def is_automorphism(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> bo
     key = (src * n + dst) * types + graph.edge_type
     mapped = (pi[src] * n + pi[dst]) * types + graph.edge_type
     return torch.equal(key.sort().values, mapped.sort().values)
+
+
+def _groups(perms: PermutationLike) -> Mapping[str, torch.Tensor]:
+    """The per-group permutations of ``perms`` (a mapping is used as it is)."""
+    return perms.perms if isinstance(perms, Permutation) else perms
 
 
 def _keeps_every_block(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) -> bool:
@@ -128,8 +174,9 @@ def _keeps_every_block(graph: NeuralGraph, perms: Mapping[str, torch.Tensor]) ->
     return keys == images
 
 
-def permute_buffers(graph: NeuralGraph, model: torch.nn.Module, perms: Mapping[str, torch.Tensor]) -> None:
+def permute_buffers(graph: NeuralGraph, model: torch.nn.Module, perms: PermutationLike) -> None:
     """Apply ``perms`` to the model's per-unit buffers (BatchNorm statistics), in place."""
+    perms = _groups(perms)
     buffers = dict(model.named_buffers())
     with torch.no_grad():
         for ub in graph.buffers:

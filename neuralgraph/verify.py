@@ -46,35 +46,14 @@ from .graph import NeuralGraph
 from .isomorphism import graph_fingerprint
 from .params import param_specs
 from .permute import is_automorphism, permute_params
-from .symmetry import compose
+from .registry import convert, get_converter
+from .verify_bad import bad_checks
+from .verify_checks import INERT_FACTOR, LOCAL_STEP, Check, draw_good  # INERT_FACTOR, LOCAL_STEP: re-exported
 from .verify_model import FLOAT32_RTOL, model_outputs, working_copy  # model_outputs: re-exported
 
-__all__ = ["verify", "VerificationReport", "Check", "model_outputs"]
+__all__ = ["verify", "VerificationReport", "Check", "model_outputs", "INERT_FACTOR", "LOCAL_STEP"]
 
 log = logging.getLogger(__name__)
-
-INERT_FACTOR = 1000.0
-
-LOCAL_STEP = 1e-5
-"""Size (relative to a block's largest value) of the small change with which the verifier asks
-whether the outputs are flat in a block around the drawn parameters: a bad permutation of a
-block the outputs are flat in (while large noise still flips them) cannot be told from round-off."""
-"""A block counts as inert when replacing its values by noise as large as themselves moves the
-outputs by at most this many times the bad-permutation threshold: a permutation of it, which
-changes it no more than that noise, cannot be expected to clear the threshold."""
-
-
-@dataclass
-class Check:
-    """One verifier check."""
-
-    kind: str  # "round-trip" | "good" | "bad" | "inert" (a bad permutation of a block without effect)
-    description: str
-    groups: tuple[str, ...]
-    passed: bool
-    deviation: float = math.nan  # relative output change
-    isomorphic: bool | None = None  # graph of permuted parameters vs original
-    detail: str = ""
 
 
 @dataclass
@@ -167,15 +146,6 @@ class VerificationReport:
         return "\n".join(lines)
 
 
-def _draw(graph: NeuralGraph, symmetries, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    sizes = {g.name: g.size for g in graph.groups}
-    perms: dict[str, torch.Tensor] = {}
-    for sym in symmetries:
-        for name, perm in sym.draw(sizes, generator).items():
-            perms[name] = compose(perms[name], perm) if name in perms else perm
-    return perms
-
-
 #: Largest graph (edges) on which :func:`verify` tries every declared symmetry alone and every way
 #: of breaking one by default; beyond it each check costs seconds, so it samples ``trials`` of each.
 EXHAUSTIVE_EDGES = 5_000_000
@@ -214,8 +184,6 @@ def _checked_graph(model: nn.Module, graph: NeuralGraph | None, trials: int, arc
     if any(p.is_meta for p in model.parameters()):
         raise ValueError("verify needs real weights: the model's parameters are on the meta device")
     if graph is None:
-        from .registry import convert
-
         graph = convert(model, arch=arch, lpe=0)
     specs = [(p.name, p.shape) for p in param_specs(model)]
     if specs != [(p.name, p.shape) for p in graph.params]:
@@ -230,8 +198,6 @@ def _working_copy(model: nn.Module, graph: NeuralGraph, inputs: Any, seed: int, 
     least ``FLOAT32_RTOL`` where the model runs only in float32) and the model's working copy:
     ``(report, generator, runner, theta, reference)``."""
     if rtol is None:
-        from .registry import get_converter
-
         try:
             rtol = get_converter(graph.arch).verify_rtol or 1e-6
         except Exception:
@@ -306,7 +272,7 @@ class _Run:
 
     def _good(self, chosen: list) -> Check:
         """The check of one good permutation: the symmetries ``chosen`` drawn together."""
-        perms = _draw(self.graph, chosen, self.generator)
+        perms = draw_good(self.graph, chosen, self.generator)
         groups = tuple(perms)
         what = "permute " + (chosen[0].name if len(chosen) == 1 else "all permutable groups")
         try:
@@ -353,8 +319,6 @@ def verify(
     rounds instead of four (each round is a pass over every edge). Raises ``ValueError`` for models without real weights
     (``meta`` device) or ``trials`` below 1.
     """
-    from .verify_bad import bad_checks  # (it imports Check and the constants from this module)
-
     graph = _checked_graph(model, graph, trials, arch)
     report, generator, runner, theta, reference = _working_copy(model, graph, inputs, seed, rtol)
     report.checks.append(Check("round-trip", "params -> edge features -> params", (), _round_trip(graph, theta)))

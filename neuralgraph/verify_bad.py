@@ -13,14 +13,14 @@ import torch
 
 from .graph import NeuralGraph
 from .permute import permute_params
-from .verify import INERT_FACTOR, LOCAL_STEP, Check, _draw
+from .verify_checks import INERT_FACTOR, LOCAL_STEP, Check, draw_good
 
 
-def _part_name(graph: NeuralGraph, side) -> str:
+def part_name(graph: NeuralGraph, side) -> str:
     return graph.block(side[0]).view.parts[side[2]].name
 
 
-def _moves(graph: NeuralGraph, perms: Mapping[str, torch.Tensor], side) -> bool:
+def moves_left_out(graph: NeuralGraph, perms: Mapping[str, torch.Tensor], side) -> bool:
     """Whether ``perms`` moves any unit of the range that the bad permutation leaves out."""
     block = graph.block(side[0])
     ranges = (block.src, block.dst) if side[1] == "slot" else ((block.src,) if side[1] == "src" else (block.dst,))
@@ -88,16 +88,24 @@ def bad_checks(run, trials: int, exhaustive: bool, every_candidate: bool | None,
 
 
 def candidates(run) -> list[tuple[str, Any, Any]]:
-    """Every way to break one of ``run``'s symmetries, ``(kind, symmetry, side)``: leave one block
-    side (or one tensor of a stacked block) incident to its groups unpermuted (``"inconsistent"``),
-    or move a unit across segments (``"cross-segment"``). Blocks the graph declares without effect
-    are left out, with a note."""
-    graph, report = run.graph, run.report
+    """Every way to break one of ``run``'s symmetries (:func:`ways_to_break`), with notes in its report."""
+    return ways_to_break(run.graph, run.symmetries, run.sizes, run.generator, run.report.notes)
+
+
+def ways_to_break(
+    graph: NeuralGraph, symmetries, sizes: Mapping[str, int], generator: torch.Generator, notes: list[str] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """Every way to break one of ``symmetries`` (the graph's movable ones), ``(kind, symmetry,
+    side)``: leave one block side (or one tensor of a stacked block) incident to its groups
+    unpermuted (``"inconsistent"``), or move a unit across segments (``"cross-segment"``). Blocks
+    the graph declares without effect are left out, with a note appended to ``notes``.
+    ``generator`` is advanced as a draw of each cross-segment move would."""
+    notes = [] if notes is None else notes
     found: list[tuple[str, Any, Any]] = []
     inert = graph.meta.get("without_effect", {})
     for name, reason in inert.items():
-        report.notes.append(f"'{name}' does not affect the outputs ({reason}); not used for bad permutations")
-    for sym in run.symmetries:
+        notes.append(f"'{name}' does not affect the outputs ({reason}); not used for bad permutations")
+    for sym in symmetries:
         sides = [
             (b.name, side)
             for b in graph.blocks
@@ -117,10 +125,10 @@ def candidates(run) -> list[tuple[str, Any, Any]]:
         ]
         if len(sides) > 1:
             found += [("inconsistent", sym, side) for side in sides]
-        if sym.cross_segment(run.sizes, run.generator) is not None:
+        if sym.cross_segment(sizes, generator) is not None:
             found.append(("cross-segment", sym, None))
     if not found:
-        report.notes.append("no way to break the declared symmetries was found: no bad permutation tested")
+        notes.append("no way to break the declared symmetries was found: no bad permutation tested")
     return found
 
 
@@ -184,13 +192,13 @@ class BadJudge:
         """A fresh draw of the bad permutation: ``(perms, skip, description)``."""
         graph, generator = self.run.graph, self.run.generator
         if kind == "inconsistent":
-            perms = _draw(graph, [sym], generator)
+            perms = draw_good(graph, [sym], generator)
             for _redraw_try in range(16):  # segments drawn separately may leave the left-out range still
-                if _moves(graph, perms, side):
+                if moves_left_out(graph, perms, side):
                     break
-                perms = _draw(graph, [sym], generator)
+                perms = draw_good(graph, [sym], generator)
             what = (
-                f"permute {sym.name} everywhere except tensor {side[2]} ({_part_name(graph, side)}) of block '{side[0]}'"
+                f"permute {sym.name} everywhere except tensor {side[2]} ({part_name(graph, side)}) of block '{side[0]}'"
                 if side[1] == "slot"
                 else f"permute {sym.name} everywhere except the {side[1]} side of block '{side[0]}'"
             )

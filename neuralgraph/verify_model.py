@@ -19,8 +19,9 @@ from .float64_mode import StayInFloat64
 from .graph import NeuralGraph
 from .params import flatten_params, load_params
 from .permute import permute_buffers
+from .registry import get_converter
 
-__all__ = ["FLOAT32_RTOL", "ModelRunner", "model_outputs", "working_copy"]
+__all__ = ["FLOAT32_RTOL", "ModelRunner", "model_outputs", "redraw_parameters", "working_copy"]
 
 #: Tolerance of good permutations when a model can only be checked in float32.
 FLOAT32_RTOL = 1e-4
@@ -52,8 +53,8 @@ def model_outputs(model: nn.Module, inputs: tuple | dict) -> torch.Tensor:
     return torch.cat(flat)
 
 
-def _redraw(model: nn.Module, graph: NeuralGraph, generator: torch.Generator) -> None:
-    """Fresh random parameters: weights ~ N(0.5, 1) / sqrt(fan_in), 1-D parameters ~ U(0.5, 1.5),
+def redraw_parameters(model: nn.Module, graph: NeuralGraph | None, generator: torch.Generator) -> None:
+    """Fresh random parameters, in place: weights ~ N(0.5, 1) / sqrt(fan_in), 1-D parameters ~ U(0.5, 1.5),
     running means ~ U(-0.5, 0.5) and running variances ~ U(0.5, 1.5).
 
     The verifier tests structure, not trained values. Positive means keep ReLU units active on
@@ -68,7 +69,7 @@ def _redraw(model: nn.Module, graph: NeuralGraph, generator: torch.Generator) ->
             else:
                 p.copy_(torch.rand(p.shape, generator=generator, dtype=p.dtype) + 0.5)
         # per-unit statistics: the graph's declared unit buffers and any BatchNorm-style ones
-        declared = {ub.name for ub in graph.buffers}
+        declared = {ub.name for ub in graph.buffers} if graph is not None else set()
         for name, buf in model.named_buffers():
             if buf.is_floating_point() and (name in declared or name.endswith(("running_mean", "running_var"))):
                 noise = torch.rand(buf.shape, generator=generator, dtype=buf.dtype)
@@ -105,16 +106,18 @@ class ModelRunner:
         return vector
 
 
-def working_copy(model: nn.Module, graph: NeuralGraph, inputs: Any, seed: int, dtype: torch.dtype):
-    """A copy of ``model`` in ``dtype`` with the verifier's parameters: the generator (continuing
-    after the draws), a :class:`ModelRunner` on it, its flat parameters and its reference outputs
-    (a forward that cannot run in ``dtype`` raises here)."""
+def working_copy(model: nn.Module, graph: NeuralGraph, inputs: Any, seed: int, dtype: torch.dtype, *,
+                 redraw: bool = True):
+    """A copy of ``model`` in ``dtype`` with the verifier's parameters (``redraw=False``: the
+    model's own): the generator (continuing after the draws), a :class:`ModelRunner` on it, its
+    flat parameters and its reference outputs (a forward that cannot run in ``dtype`` raises here)."""
     generator = torch.Generator().manual_seed(seed)
     work = copy.deepcopy(model).to(dtype).eval()
     if getattr(getattr(work, "config", None), "_experts_implementation", None) not in (None, "eager") and hasattr(
             work, "set_experts_implementation"):
         work.set_experts_implementation("eager")  # grouped expert matmuls have no float64 kernel
-    _redraw(work, graph, generator)
+    if redraw:
+        redraw_parameters(work, graph, generator)
     theta = flatten_params(work)
     x = _inputs_for(work, graph, inputs, generator, dtype)
     return generator, ModelRunner(work, graph, x), theta, model_outputs(work, x)
@@ -123,8 +126,6 @@ def working_copy(model: nn.Module, graph: NeuralGraph, inputs: Any, seed: int, d
 def _inputs_for(model: nn.Module, graph: NeuralGraph, inputs: Any, generator: torch.Generator,
                 dtype: torch.dtype = torch.float64) -> tuple | dict:
     if inputs is None:
-        from .registry import get_converter
-
         try:
             converter = get_converter(graph.arch)
         except Exception:

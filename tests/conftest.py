@@ -7,19 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
 
-# "default" (what `python -m pytest -q` and CI run) draws the same examples on every run: random
-# small models occasionally come out numerically degenerate (a saturated one-unit head, token
-# representations that collapse after a few tiny attention layers), and a verifier check then
-# fails on that draw alone; a gate must not fail by chance. "explore" draws new examples each
-# run, "thorough" many more; run them when changing converters or the verifier.
-settings.register_profile(
-    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
-)
-settings.register_profile("explore", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", max_examples=300, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+from neuralgraph.testing.profiles import load_profile
+
+# The hypothesis profiles live in neuralgraph.testing.profiles (the package's pytest plugin registers
+# them). Without HYPOTHESIS_PROFILE (or with HYPOTHESIS_PROFILE=default) the suite runs "neuralgraph":
+# the same 25 examples on every run; random small models occasionally come out numerically degenerate
+# (a saturated one-unit head, token representations that collapse after a few tiny attention layers),
+# and a verifier check then fails on that draw alone; a gate must not fail by chance. "explore" draws
+# new examples each run, "thorough" many more; run them when changing converters or the verifier.
+# `pytest --hypothesis-profile=NAME` overrides both.
+_profile = os.environ.get("HYPOTHESIS_PROFILE", "default")
+load_profile("neuralgraph" if _profile == "default" else _profile)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from ..errors import ParameterMismatchError, UnsupportedModelError
 from ..registry import register
 from ..source import ModelSource
 
-__all__ = ["register_unitwise", "UNITWISE", "sample_model"]
+__all__ = ["register_unitwise", "UNITWISE", "sample_model", "sample_mlp", "sample_convnet"]
 
 UNITWISE: set[type] = {
     nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -304,48 +304,72 @@ class _Chain(nn.Module):
         return x
 
 
-def sample_model(rng: random.Random) -> nn.Module:
-    """A random small MLP or convnet (the registry's example for the property tests)."""
+def _mlp_layers(rng: random.Random) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    if rng.random() < 0.5:
-        width = rng.randint(1, 6)
-        for depth in range(rng.randint(1, 3)):
-            out = rng.randint(2, 6)  # a one-unit bottleneck can make the model nearly constant
-            layers.append(nn.Linear(width, out, bias=rng.random() < 0.8))
-            layers.append(_activation(rng))
-            r = rng.random()
-            if r < 0.2 and out > 1:  # LayerNorm over one unit outputs a constant
-                layers.append(nn.LayerNorm(out, bias=rng.random() < 0.5))
-            elif r < 0.35:
-                layers.append(nn.BatchNorm1d(out))
-            width = out
-        layers.append(nn.Linear(width, rng.randint(1, 5), bias=rng.random() < 0.8))
-    else:
-        dims = rng.choice([1, 2])
-        conv = nn.Conv1d if dims == 1 else nn.Conv2d
-        bn = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
-        pool = nn.AdaptiveAvgPool1d if dims == 1 else nn.AdaptiveAvgPool2d
-        width = rng.randint(1, 3)
-        for depth in range(rng.randint(1, 3)):
-            out = rng.randint(1, 6)
-            kernel = rng.randint(1, 3)
-            stride = rng.choice([1, 2]) if depth == 0 else 1
-            padding = "same" if stride == 1 and rng.random() < 0.5 else 0
-            layers.append(conv(width, out, kernel, stride=stride, padding=padding, bias=rng.random() < 0.8))
-            if rng.random() < 0.3:
-                layers.append(bn(out))
-            layers.append(_activation(rng))
-            width = out
-        layers += [pool(1), nn.Flatten()]
-        if rng.random() < 0.4:
-            hidden = rng.randint(2, 6)  # as above: one saturating unit (e.g. Tanh) can make the model nearly constant
-            layers += [nn.Linear(width, hidden), _activation(rng)]
-            width = hidden
-        layers.append(nn.Linear(width, rng.randint(1, 5), bias=rng.random() < 0.8))
+    width = rng.randint(1, 6)
+    for depth in range(rng.randint(1, 3)):
+        out = rng.randint(2, 6)  # a one-unit bottleneck can make the model nearly constant
+        layers.append(nn.Linear(width, out, bias=rng.random() < 0.8))
+        layers.append(_activation(rng))
+        r = rng.random()
+        if r < 0.2 and out > 1:  # LayerNorm over one unit outputs a constant
+            layers.append(nn.LayerNorm(out, bias=rng.random() < 0.5))
+        elif r < 0.35:
+            layers.append(nn.BatchNorm1d(out))
+        width = out
+    layers.append(nn.Linear(width, rng.randint(1, 5), bias=rng.random() < 0.8))
+    return layers
+
+
+def _conv_layers(rng: random.Random) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    dims = rng.choice([1, 2])
+    conv = nn.Conv1d if dims == 1 else nn.Conv2d
+    bn = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+    pool = nn.AdaptiveAvgPool1d if dims == 1 else nn.AdaptiveAvgPool2d
+    width = rng.randint(1, 3)
+    for depth in range(rng.randint(1, 3)):
+        out = rng.randint(1, 6)
+        kernel = rng.randint(1, 3)
+        stride = rng.choice([1, 2]) if depth == 0 else 1
+        padding = "same" if stride == 1 and rng.random() < 0.5 else 0
+        layers.append(conv(width, out, kernel, stride=stride, padding=padding, bias=rng.random() < 0.8))
+        if rng.random() < 0.3:
+            layers.append(bn(out))
+        layers.append(_activation(rng))
+        width = out
+    layers += [pool(1), nn.Flatten()]
+    if rng.random() < 0.4:
+        hidden = rng.randint(2, 6)  # as above: one saturating unit (e.g. Tanh) can make the model nearly constant
+        layers += [nn.Linear(width, hidden), _activation(rng)]
+        width = hidden
+    layers.append(nn.Linear(width, rng.randint(1, 5), bias=rng.random() < 0.8))
+    return layers
+
+
+def _container(layers: list[nn.Module], rng: random.Random) -> nn.Module:
+    """The layers in an ``nn.Sequential``, two nested ones, or a plain module that runs its
+    children in order (:class:`_Chain`), drawn from ``rng``."""
     if rng.random() < 0.3 and len(layers) > 2:
         cut = rng.randint(1, len(layers) - 1)
         return nn.Sequential(nn.Sequential(*layers[:cut]), _Chain(layers[cut:]))
     return _Chain(layers) if rng.random() < 0.3 else nn.Sequential(*layers)
+
+
+def sample_model(rng: random.Random) -> nn.Module:
+    """A random small MLP or convnet (the registry's example for the property tests)."""
+    layers = _mlp_layers(rng) if rng.random() < 0.5 else _conv_layers(rng)
+    return _container(layers, rng)
+
+
+def sample_mlp(rng: random.Random) -> nn.Module:
+    """A random small MLP: Linear layers, activations, LayerNorm / BatchNorm1d."""
+    return _container(_mlp_layers(rng), rng)
+
+
+def sample_convnet(rng: random.Random) -> nn.Module:
+    """A random small 1-D or 2-D convnet with global pooling and a linear head."""
+    return _container(_conv_layers(rng), rng)
 
 
 @register(

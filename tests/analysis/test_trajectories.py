@@ -229,7 +229,7 @@ def test_embedding_window_matches_manual_preparation(mlp_run):
     model = nowcast.NiNoModel(nowcast.NiNoConfig(hid=16, layers=2, wte_pos_enc=False))
     emb = embedding_trajectory(model, graph, traj, stride=100)
     states = torch.from_numpy(traj.params[:5]).T.contiguous()
-    scaled, _ = nowcast.scale_states(states, graph.params)
+    scaled, _ = nowcast.scaling.scale_states(states, graph.params)
     data = graph.to_pyg(scaled)
     with torch.no_grad():
         out = model.embed(data)

@@ -9,12 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neuralgraph as ng
+import neuralgraph.build as ngb
 from neuralgraph import edge_types as et
 from neuralgraph.arch import nanogpt as conv
 from neuralgraph.isomorphism import wl_fingerprint
 from neuralgraph.models import modded_nanogpt as M
 from neuralgraph.models import nanogpt as N
-from neuralgraph.permute import is_automorphism, permute_params
+from neuralgraph.permute import is_automorphism
+from neuralgraph.testing import assert_function_invariant, permute_params
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,14 +59,13 @@ def randomized(model, seed=0):
 
 
 class Probe:
-    """Outputs and graph fingerprint of a model after permuting node groups of its graph."""
+    """A model's graph after permuting node groups: whether the permutation is an automorphism and
+    keeps the graph's fingerprint; the function is checked with ``neuralgraph.testing``."""
 
     def __init__(self, model, graph):
         self.model, self.graph = model, graph
         self.theta = ng.flatten_params(model)
         self.x = torch.randint(model.config.vocab_size, (4, 4), generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            self.y = model(self.x)
         self.fp = self.fingerprint(self.theta)
 
     def fingerprint(self, theta):
@@ -72,14 +73,18 @@ class Probe:
         return wl_fingerprint(g.edge_index, g.edge_type, g.edge_features(theta), g.num_nodes, g.pos_w)
 
     def __call__(self, perms):
-        """(relative output change, graph automorphism?, same fingerprint?)"""
+        """(graph automorphism?, same fingerprint?)"""
         perms = {k: torch.tensor(v) for k, v in perms.items()}
-        theta = permute_params(self.graph, self.theta, perms)
-        moved = copy.deepcopy(self.model)
-        ng.load_params(moved, theta)
-        with torch.no_grad():
-            change = float((moved(self.x) - self.y).abs().max() / self.y.abs().max())
-        return change, is_automorphism(self.graph, perms), self.fingerprint(theta) == self.fp
+        return is_automorphism(self.graph, perms), self.fingerprint(permute_params(self.graph, self.theta, perms)) == self.fp
+
+    def keeps(self, perms):
+        """The outputs move by at most 1e-12 of their scale."""
+        assert_function_invariant(self.model, self.graph, perm=perms, inputs=(self.x,), rtol=1e-12)
+
+    def changes(self, perms):
+        """The outputs move by more than 1e-4 of their scale."""
+        with pytest.raises(AssertionError, match="outputs changed"):
+            assert_function_invariant(self.model, self.graph, perm=perms, inputs=(self.x,), rtol=1e-4)
 
 
 def swap(n, *pairs):
@@ -178,10 +183,10 @@ def test_naive_modded_graph_sees_neither_heads_nor_rotary_pairs():
     assert ng.verify(model, naive, trials=3)  # what it declares holds (no attention symmetry: RoPE)
     full, blind = Probe(model, ng.convert(model, lpe=0)), Probe(model, naive)
     for perm in (swap(16, (2, 10)), swap(16, (0, 2))):  # a free unit to the other head; rotating <-> free
-        change, _, same = blind({"blocks.0.attn.qkv": perm})
-        assert change > 1e-4 and same  # the function changes, the naive graph does not
-        change, auto, same = full({"blocks.0.attn.qk": perm})
-        assert change > 1e-4 and not auto and not same
+        blind.changes({"blocks.0.attn.qkv": perm})
+        assert blind({"blocks.0.attn.qkv": perm})[1]  # the function changes, the naive graph does not
+        full.changes({"blocks.0.attn.qk": perm})
+        assert full({"blocks.0.attn.qk": perm}) == (False, False)
 
 
 def test_rope_leaves_only_unrotated_query_key_dimensions_free():
@@ -191,11 +196,11 @@ def test_rope_leaves_only_unrotated_query_key_dimensions_free():
     probe = Probe(model, graph)
     assert graph.group("blocks.0.attn.rotary").size == 2
     for pairs in ([(2, 3)], [(2, 6)], [(3, 7), (10, 11)]):  # unrotated dimensions of a head: free
-        change, auto, same = probe({"blocks.0.attn.qk": swap(16, *pairs)})
-        assert change < 1e-12 and auto and same
+        probe.keeps({"blocks.0.attn.qk": swap(16, *pairs)})
+        assert probe({"blocks.0.attn.qk": swap(16, *pairs)}) == (True, True)
     for pairs in ([(0, 1)], [(0, 2)], [(0, 4)], [(0, 4), (1, 5)], [(2, 10)]):  # frequencies, pair order, heads
-        change, auto, same = probe({"blocks.0.attn.qk": swap(16, *pairs)})
-        assert change > 1e-4 and not auto and not same
+        probe.changes({"blocks.0.attn.qk": swap(16, *pairs)})
+        assert probe({"blocks.0.attn.qk": swap(16, *pairs)}) == (False, False)
     declared = {g for s in graph.symmetries for g in s.groups if s.segments > 1}
     assert "blocks.0.attn.qk" not in declared and "blocks.0.attn.v" in declared
     full_rope = ng.convert(randomized(modded(truncated_rope=False)), lpe=0)
@@ -211,10 +216,10 @@ def test_shared_value_embedding_couples_blocks():
     probe = Probe(model, graph)
     within = swap(16, (0, 3), (9, 12))
     together = {"blocks.0.attn.v": within, "blocks.1.attn.v": within, "value_embeds.0": within}
-    change, auto, same = probe(together)
-    assert change < 1e-12 and auto and same
-    change, _, same = probe({"blocks.0.attn.v": within, "value_embeds.0": within})
-    assert change > 1e-4 and not same
+    probe.keeps(together)
+    assert probe(together) == (True, True)
+    probe.changes({"blocks.0.attn.v": within, "value_embeds.0": within})
+    assert not probe({"blocks.0.attn.v": within, "value_embeds.0": within})[1]
 
 
 def test_scalars_sit_on_gate_nodes():
@@ -322,5 +327,5 @@ def test_bad_inputs_name_the_parameter():
 def test_convert_picks_the_converter_by_class():
     assert ng.convert(nano(), lpe=0).arch == "nanogpt"
     assert ng.convert(modded(), lpe=0).arch == "modded_nanogpt"
-    assert ng.get_converter("modded-nanogpt").name == "modded_nanogpt"
+    assert ngb.get_converter("modded-nanogpt").name == "modded_nanogpt"
     assert ng.convert(modded()).pos.shape[1] == 8

@@ -5,7 +5,8 @@ from torch import nn
 import neuralgraph as ng
 from neuralgraph.examples import mlp
 from neuralgraph.isomorphism import wl_fingerprint
-from neuralgraph.permute import is_automorphism, node_permutation, permute_params
+from neuralgraph.permute import is_automorphism, node_permutation
+from neuralgraph.testing import assert_function_invariant, permute_params
 from neuralgraph.verify import FLOAT32_RTOL
 
 
@@ -34,10 +35,11 @@ def test_good_permutation_is_automorphism_and_keeps_function():
     perms = {"0": perm}
     assert is_automorphism(g, perms)
     assert torch.equal(node_permutation(g, perms)[g.group("0").start : g.group("0").stop], perm + g.group("0").start)
-    moved = mlp((3, 6, 2))
-    ng.load_params(moved, permute_params(g, ng.flatten_params(model), perms))
-    x = torch.randn(4, 3)
-    assert torch.allclose(moved(x), model(x), atol=1e-6)
+    assert_function_invariant(model, g, perm=perms, inputs=torch.randn(4, 3))
+    swapped = ng.flatten_params(model).clone()
+    swapped[[0, 1, 2, 3, 4, 5]] = swapped[[3, 4, 5, 0, 1, 2]]  # rows 0 and 1 of '0.weight' trade places
+    assert torch.equal(permute_params(g, ng.flatten_params(model), {"0": torch.tensor([1, 0, 2, 3, 4, 5])})[:18],
+                       swapped[:18])
 
 
 def test_report_content():
