@@ -38,6 +38,13 @@ def reference() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_root() -> Path:
+    """The shared folder (``../shared`` or ``$NEURALGRAPH_SHARED``), whether or not it exists: tests
+    that need a file from it skip when that file is missing."""
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
 def shared() -> Path:
     path = shared_path()
     if not (path / "reference").is_dir():

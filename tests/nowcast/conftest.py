@@ -29,9 +29,9 @@ def _single_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def inputs(shared: Path) -> dict:
-    """The authors' FM/16 NiNo test inputs (``nino_inputs_convnet_fm16.pt``)."""
-    return torch.load(shared / "reference" / "nino_inputs_convnet_fm16.pt", weights_only=True)
+def inputs(reference: Path) -> dict:
+    """The authors' FM/16 NiNo test inputs (``nino_inputs_convnet_fm16.pt``, vendored)."""
+    return torch.load(reference / "nino_inputs_convnet_fm16.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")

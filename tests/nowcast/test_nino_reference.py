@@ -1,4 +1,5 @@
-"""Equivalence with the NiNo authors' implementation (``../shared/reference``, ``../shared/checkpoints``).
+"""Equivalence with the NiNo authors' implementation (reference data vendored in ``tests/data/reference``;
+the published checkpoints from ``../shared/checkpoints/official``, skipped where they are absent).
 
 Inputs and outputs in ``nino_inputs_convnet_fm16.pt`` / ``nino_out_*_convnet_fm16.pt`` were
 produced by their code on the FM/16 convnet; our graph of the same network has the same
@@ -51,9 +52,9 @@ def test_scaling_reproduces_reference(inputs: dict, fm16_graph: ng.NeuralGraph) 
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
-def test_outputs_match_reference(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph, name: str) -> None:
-    model = load(official_checkpoint(shared, name))
-    ref = torch.load(shared / "reference" / f"nino_out_{name}_convnet_fm16.pt", weights_only=True)
+def test_outputs_match_reference(shared_root: Path, reference: Path, inputs: dict, fm16_graph: ng.NeuralGraph, name: str) -> None:
+    model = load(official_checkpoint(shared_root, name))
+    ref = torch.load(reference / f"nino_out_{name}_convnet_fm16.pt", weights_only=True)
     data = _data(inputs, with_pos=bool(ref["uses_pos"]))
     _, scales = scale_states(inputs["states_raw"], fm16_graph.params)
     ks = list(ref["ks"])
@@ -73,12 +74,12 @@ def test_outputs_match_reference(shared: Path, inputs: dict, fm16_graph: ng.Neur
         assert rel_err(x, ref[f"x_pred_k{k}"]) < TOL, f"{name} k={k}: parameters differ"
 
 
-def test_state_dict_layout_matches_reference(shared: Path) -> None:
-    info = torch.load(shared / "reference" / "nino_checkpoints.pt", weights_only=True)
+def test_state_dict_layout_matches_reference(shared_root: Path, reference: Path) -> None:
+    info = torch.load(reference / "nino_checkpoints.pt", weights_only=True)
     for name in ("nino_no_posw", "nino_mlp", "nino_mlp_h32"):
         if name not in info:
             continue
-        model = load(official_checkpoint(shared, name))
+        model = load(official_checkpoint(shared_root, name))
         ours = {key: tuple(t.shape) for key, t in model.state_dict().items()}
         theirs = {key: tuple(shape) for key, shape, _ in info[name]["state_dict_keys_shapes"]}
         assert ours == theirs, name
@@ -94,23 +95,23 @@ def test_state_dict_layout_matches_reference(shared: Path) -> None:
             assert cfg.wte_pos_enc == attrs["wte_pos_enc"]
 
 
-def test_small_wnn_checkpoint_runs(shared: Path, inputs: dict) -> None:
-    model = load(official_checkpoint(shared, "nino_mlp_h32"))
+def test_small_wnn_checkpoint_runs(shared_root: Path, reference: Path, inputs: dict) -> None:
+    model = load(official_checkpoint(shared_root, "nino_mlp_h32"))
     assert model.config == NiNoConfig(gnn=False, hid=32)
     with torch.no_grad():
         out = model(_data(inputs, with_pos=False), [1, 40])
     assert out.shape == (inputs["edge_attr_in"].shape[0], 9, 2) and torch.isfinite(out).all()
 
 
-def test_one_published_model_serves_an_mlp_then_the_convnet(shared: Path, inputs: dict) -> None:
+def test_one_published_model_serves_an_mlp_then_the_convnet(shared_root: Path, reference: Path, inputs: dict) -> None:
     """The authors' model narrows edge_proj in place on small graphs; ours must not."""
-    path = official_checkpoint(shared, "nino_no_posw")
+    path = official_checkpoint(shared_root, "nino_no_posw")
     model = load(path)
     small = ng.convert(mlp())
     states = torch.randn(small.num_params, 5, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model(small.to_pyg(scale_states(states, small.params)[0]), 3)
         out = model(_data(inputs, with_pos=True), 5)
-    ref = torch.load(shared / "reference" / "nino_out_nino_no_posw_convnet_fm16.pt", weights_only=True)
+    ref = torch.load(reference / "nino_out_nino_no_posw_convnet_fm16.pt", weights_only=True)
     assert rel_err(out, ref["edge_attr_out_k5"][:, :, 0]) < TOL
     assert isinstance(model, NiNoModel)

@@ -17,9 +17,9 @@ from nowcast.parts import layer_parts
 TOL = 1e-5
 
 
-def test_predict_reproduces_the_authors_nino(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
-    model = load(official_checkpoint(shared, "nino_no_posw"))
-    ref = torch.load(shared / "reference" / "nino_out_nino_no_posw_convnet_fm16.pt", weights_only=True)
+def test_predict_reproduces_the_authors_nino(shared_root: Path, reference: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
+    model = load(official_checkpoint(shared_root, "nino_no_posw"))
+    ref = torch.load(reference / "nino_out_nino_no_posw_convnet_fm16.pt", weights_only=True)
     assert ref["uses_pos"]
     for k in ref["ks"]:
         # the authors' Laplacian encodings (their eigenvector signs / bases) are part of the input
@@ -28,21 +28,21 @@ def test_predict_reproduces_the_authors_nino(shared: Path, inputs: dict, fm16_gr
         assert rel_err(x, ref[f"x_pred_k{k}"]) < TOL, f"k={k}"
 
 
-def test_predict_reproduces_the_authors_wnn_plus(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
-    predictor = WNNPlus.load(official_checkpoint(shared, "nino_mlp"))
-    ref = torch.load(shared / "reference" / "nino_out_nino_mlp_convnet_fm16.pt", weights_only=True)
+def test_predict_reproduces_the_authors_wnn_plus(shared_root: Path, reference: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
+    predictor = WNNPlus.load(official_checkpoint(shared_root, "nino_mlp"))
+    ref = torch.load(reference / "nino_out_nino_mlp_convnet_fm16.pt", weights_only=True)
     for k in ref["ks"]:
         x = predictor.predict(fm16_graph, inputs["states_raw"], k)
         assert rel_err(x, ref[f"x_pred_k{k}"]) < TOL, f"k={k}"
         assert torch.equal(x, predict(fm16_graph, inputs["states_raw"], k, predictor.model))
 
 
-def test_published_nino_with_our_encodings_runs(shared: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
-    predictor = NiNoPredictor.load(official_checkpoint(shared, "nino_no_posw"))
+def test_published_nino_with_our_encodings_runs(shared_root: Path, reference: Path, inputs: dict, fm16_graph: ng.NeuralGraph) -> None:
+    predictor = NiNoPredictor.load(official_checkpoint(shared_root, "nino_no_posw"))
     x = predictor.predict(fm16_graph, inputs["states_raw"], 5)
     assert torch.isfinite(x).all()
     last = inputs["states_raw"][:, -1]
-    ref = torch.load(shared / "reference" / "nino_out_nino_no_posw_convnet_fm16.pt", weights_only=True)["x_pred_k5"]
+    ref = torch.load(reference / "nino_out_nino_no_posw_convnet_fm16.pt", weights_only=True)["x_pred_k5"]
     # another basis of the degenerate Laplacian eigenspaces changes the prediction only slightly
     assert ((x - ref).norm() / (ref - last).norm()).item() < 0.05
 
