@@ -11,6 +11,11 @@ A parameter block holds a :class:`~neuralgraph.params.ParamView` whose shape lis
 that order followed by one feature axis of size ``feat_size`` (the flattened conv kernel, else 1):
 ``(n_src, n_dst, K)`` for dense blocks and ``(n, K)`` for star and diagonal ones. An auxiliary
 block carries the same fixed ``value`` on every edge.
+
+A kernel wider than a consumer reads (NiNo reads 9 slots) can be split over several blocks of
+parallel edges (:func:`neuralgraph.kernel_split.split_kernels`): each part carries consecutive
+slots of the kernel, and ``slot_offset`` says where its slots start (0 for the first part and for
+every block that was never split).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class EdgeBlock:
     edge_start: int
     view: ParamView | None = None
     value: float = 0.0
+    slot_offset: int = 0
 
     @property
     def is_param(self) -> bool:
@@ -62,4 +68,6 @@ class EdgeBlock:
 
     def describe(self) -> str:
         what = self.view.name if self.view is not None else f"auxiliary value {self.value:g}"
+        if self.slot_offset:
+            what += f", kernel slots from {self.slot_offset}"
         return f"{self.kind} block '{self.name}' {self.src} -> {self.dst} ({what})"

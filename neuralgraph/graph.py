@@ -17,9 +17,11 @@ from typing import Any
 import torch
 
 from . import edge_types as et
+from .block_features import BlockFeatures, pack, unpack
 from .blocks import DENSE, DIAGONAL, STAR, EdgeBlock
 from .errors import GraphConstructionError, NonFiniteError, ParameterMismatchError
 from .groups import NodeGroup
+from .kernel_split import split_kernels
 from .lpe import Connection, laplacian_pe
 from .params import ParamSpec, check_finite
 from .subgraph import layer_subgraphs, subgraph
@@ -215,11 +217,13 @@ class NeuralGraph:
         return out
 
     def connections(self):
-        """The graph's structure as :class:`neuralgraph.lpe.Connection` ranges (no self-loops)."""
+        """The graph's structure as :class:`neuralgraph.lpe.Connection` ranges (no self-loops; the
+        later parts of a split kernel repeat their first part's connection and are left out, so a
+        split graph has the positional encodings of the unsplit one)."""
         return [
             Connection("diagonal" if b.kind == DIAGONAL else "dense", b.src.start, b.src.size, b.dst.start, b.dst.size)
             for b in self.blocks
-            if b.edge_type != et.SELF_LOOP
+            if b.edge_type != et.SELF_LOOP and b.slot_offset == 0
         ]
 
     @cached_property
@@ -244,11 +248,17 @@ class NeuralGraph:
             states = states.to(torch.get_default_dtype())
         return states.contiguous()
 
-    def edge_features(self, states: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+    def edge_features(
+        self, states: torch.Tensor, *, check: bool = True, packed: bool = False
+    ) -> torch.Tensor | BlockFeatures:
         """Edge features ``[E, max_feat_size * T]`` of a vector ``[P]`` or stack ``[P, T]``.
 
         Column ``f * T + t`` holds feature slot ``f`` of state ``t``; slots beyond a block's
         kernel are zero; auxiliary edges hold their fixed value in slot 0 of every state.
+
+        ``packed=True`` returns :class:`~neuralgraph.block_features.BlockFeatures` instead: each
+        block only as wide as its own kernel, so memory is ``(parameters + auxiliary edges) * T``
+        however wide the widest kernel is (:meth:`to_params` reads both).
 
         Raises :class:`~neuralgraph.errors.NonFiniteError` (a ``ValueError``) naming the parameter,
         its flat index and the state when ``states`` hold NaN or Inf; ``check=False`` skips that
@@ -257,6 +267,8 @@ class NeuralGraph:
         states = self._as_states(states)
         if check:
             check_finite(states if states.shape[1] > 1 else states[:, 0], self.params, "edge_features")
+        if packed:
+            return pack(self, states)
         steps = states.shape[1]
         width = self.max_feat_size * steps
         out = torch.zeros(self.num_edges, width, dtype=states.dtype, device=states.device)
@@ -269,11 +281,14 @@ class NeuralGraph:
                 rows[:, : k * steps] = b.view.read_states(states).reshape(b.num_edges, k * steps)
         return out
 
-    def to_params(self, edge_features: torch.Tensor, state: int | None = None, *, check: bool = True) -> torch.Tensor:
+    def to_params(
+        self, edge_features: torch.Tensor | BlockFeatures, state: int | None = None, *, check: bool = True
+    ) -> torch.Tensor:
         """Parameters read back out of edge features: the inverse of :meth:`edge_features`.
 
         Args:
-            edge_features: ``[E, max_feat_size * T]``, laid out as :meth:`edge_features` returns.
+            edge_features: ``[E, max_feat_size * T]``, laid out as :meth:`edge_features` returns,
+                or the :class:`~neuralgraph.block_features.BlockFeatures` of ``packed=True``.
             state: which of the ``T`` states to read, giving a vector ``[P]``. None (default):
                 every state, ``[P]`` when the features hold one and ``[P, T]`` when they hold a
                 stack, so ``to_params(edge_features(x))`` equals ``x`` for ``x`` of shape
@@ -283,9 +298,23 @@ class NeuralGraph:
                 NaN or Inf (slots outside the parameters are never read, so never checked).
 
         Raises:
-            ParameterMismatchError: the features are not ``[E, max_feat_size * T]`` for this graph,
-                or ``state`` is outside ``0..T-1``.
+            ParameterMismatchError: the features are not ``[E, max_feat_size * T]`` for this graph
+                (or block features of another graph), or ``state`` is outside ``0..T-1``.
         """
+        if isinstance(edge_features, BlockFeatures):
+            steps = edge_features.steps
+            state = self._pick_state(state, steps, f"block features of {steps} state(s)")
+            out = unpack(self, edge_features, state)
+        else:
+            steps = self._feature_steps(edge_features)
+            state = self._pick_state(state, steps, f"edge features of shape {tuple(edge_features.shape)}")
+            out = self._dense_to_params(edge_features, steps, state)
+        if check:
+            self._check_read_back(out, steps, state)
+        return out
+
+    def _feature_steps(self, edge_features) -> int:
+        """States held by a dense feature matrix, after checking its shape."""
         if (
             not isinstance(edge_features, torch.Tensor)
             or edge_features.ndim != 2
@@ -300,34 +329,35 @@ class NeuralGraph:
                 f"expected edge features of shape [{self.num_edges}, {self.max_feat_size}*T] for this {self.arch} "
                 f"graph ({self.num_edges} edges, {self.max_feat_size} feature slots per state), got {shape}{hint}"
             )
-        steps = edge_features.shape[1] // self.max_feat_size
-        if state is not None:
-            try:
-                state = operator.index(state)  # Python, NumPy or 0-d torch integers
-            except TypeError:
-                raise ParameterMismatchError(f"state must be an integer or None, got {state!r}") from None
-            if not -steps <= state < steps:
-                raise ParameterMismatchError(
-                    f"state {state} out of range: edge features of shape {tuple(edge_features.shape)} hold "
-                    f"{steps} state(s)"
-                )
-            state %= steps
+        return edge_features.shape[1] // self.max_feat_size
+
+    @staticmethod
+    def _pick_state(state, steps: int, what: str) -> int | None:
+        if state is None:
+            return None
+        try:
+            state = operator.index(state)  # Python, NumPy or 0-d torch integers
+        except TypeError:
+            raise ParameterMismatchError(f"state must be an integer or None, got {state!r}") from None
+        if not -steps <= state < steps:
+            raise ParameterMismatchError(f"state {state} out of range: {what} hold {steps} state(s)")
+        return state % steps
+
+    def _dense_to_params(self, edge_features: torch.Tensor, steps: int, state: int | None) -> torch.Tensor:
         if state is None and steps > 1:
             out = torch.empty(self.num_params, steps, dtype=edge_features.dtype, device=edge_features.device)
             for b in self.blocks:
                 if b.view is not None:
                     rows = edge_features[b.edge_start : b.edge_stop, : b.feat_size * steps]
                     b.view.write_states(out, rows.reshape(b.view.shape + (steps,)))
-        else:
-            pick = state or 0
-            out = torch.empty(self.num_params, dtype=edge_features.dtype, device=edge_features.device)
-            for b in self.blocks:
-                if b.view is not None:
-                    k = b.feat_size
-                    rows = edge_features[b.edge_start : b.edge_stop, : k * steps].reshape(b.num_edges, k, steps)
-                    b.view.write(out, rows[:, :, pick].reshape(b.view.shape))
-        if check:
-            self._check_read_back(out, steps, state)
+            return out
+        pick = state or 0
+        out = torch.empty(self.num_params, dtype=edge_features.dtype, device=edge_features.device)
+        for b in self.blocks:
+            if b.view is not None:
+                k = b.feat_size
+                rows = edge_features[b.edge_start : b.edge_stop, : k * steps].reshape(b.num_edges, k, steps)
+                b.view.write(out, rows[:, :, pick].reshape(b.view.shape))
         return out
 
     def _check_read_back(self, values: torch.Tensor, steps: int, state: int | None) -> None:
@@ -367,6 +397,11 @@ class NeuralGraph:
     def subgraph(self, param_names, *, lpe: int | None = None) -> "NeuralGraph":
         """The graph of some parameters only (see :func:`neuralgraph.subgraph.subgraph`)."""
         return subgraph(self, param_names, lpe=lpe)
+
+    def split_kernels(self, max_slots: int) -> "NeuralGraph":
+        """This graph with kernels wider than ``max_slots`` split over parallel edges (see
+        :func:`neuralgraph.kernel_split.split_kernels`); ``self`` when no edge is wider."""
+        return split_kernels(self, max_slots)
 
     def layers(self, *, lpe: int | None = None) -> list["NeuralGraph"]:
         """One graph per transformer block / layer, then the rest (see :func:`layer_subgraphs`)."""
