@@ -3,6 +3,7 @@ features, unscale (:func:`predict_with_model`; :class:`NiNoPredictor`, :class:`W
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from neuralgraph import NeuralGraph
 
 __all__ = ["ModelNowcaster", "NiNoPredictor", "WNNPlus", "predict_with_model"]
+
+log = logging.getLogger(__name__)
 
 
 def _model_device(model: NiNoModel) -> torch.device:
@@ -40,6 +43,10 @@ def predict_with_model(
         raise ValueError(f"this model reads ctx={cfg.ctx} states but the history has {states.shape[1]}")
     if not 1 <= k <= cfg.seq_len:
         raise ValueError(f"horizon k must lie in 1..{cfg.seq_len} for this model, got {k}")
+    if cfg.gnn and graph.max_feat_size > cfg.max_feat_size:
+        log.info("kernels of up to %d slots split over parallel edges of at most %d slots (what the model reads)",
+                 graph.max_feat_size, cfg.max_feat_size)
+        graph = graph.split_kernels(cfg.max_feat_size)
     device = _model_device(model)
     x = states.to(device=device, dtype=work_dtype(states.dtype))
     scaled, scales = scale_states(x, graph.params)
@@ -48,6 +55,7 @@ def predict_with_model(
     del scaled
     if cfg.gnn:
         data.edge_index = graph.edge_index
+        data.blocks = graph.block_table()  # lets large graphs take the block-wise forward
         if cfg.lpe > 0:
             data.pos = graph.pos if pos is None else pos
             if data.pos is None:

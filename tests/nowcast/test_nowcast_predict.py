@@ -144,3 +144,16 @@ def test_per_block_on_a_transformer() -> None:
     whole = predict(graph, states, 3, model)
     blocks = predict(graph, states, 3, model, per_block=True, parts=parts)
     assert ((blocks - whole).norm() / (whole - states[:, -1]).norm()).item() < 1e-5
+
+
+def test_kernels_wider_than_the_model_reads_are_split() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    graph = ng.convert(net)
+    assert graph.max_feat_size == 25
+    model = small_nino()
+    states = torch.randn(graph.num_params, 5, generator=torch.Generator().manual_seed(3)).cumsum(1)
+    x = predict(graph, states, 4, model)
+    assert torch.isfinite(x).all() and not torch.equal(x, states[:, -1])
+    assert torch.equal(x, predict(graph.split_kernels(9), states, 4, model))
+    with pytest.raises(ValueError, match="at most 9"):  # the model itself still refuses wide edges
+        model(graph.to_pyg(states), 1)
