@@ -211,6 +211,13 @@ class StackedView:
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    def __getitem__(self, index) -> "StackedView":
+        """Index the leading (edge) axes of every part alike; the slot axis is not indexable."""
+        items = index if isinstance(index, tuple) else (index,)
+        if len(items) >= self.ndim:
+            raise IndexError(f"stacked view '{self.name}': only the leading {self.ndim - 1} axes can be indexed")
+        return StackedView(tuple(p[items] for p in self.parts))
+
     def columns(self, k: int) -> slice:
         """Where part ``k`` lies on the stacked last axis."""
         start = sum(p.shape[-1] for p in self.parts[:k])
@@ -331,6 +338,9 @@ def _element(shape: tuple[int, ...], index: int) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
+_FINITE_CHUNK = 1 << 22  # rows per isfinite pass of check_finite
+
+
 def check_finite(
     values: torch.Tensor, params: Sequence[ParamSpec] | None, what: str, *, order: str = "counting from 0"
 ) -> None:
@@ -342,10 +352,9 @@ def check_finite(
     that parameter and, for a stack, its state. ``what`` says what was checked ("states", ...);
     ``order`` how states are numbered (for a history: "0 = oldest").
     """
-    finite = torch.isfinite(values)
-    if bool(finite.all()):
-        return
-    bad = ~finite
+    if all(bool(torch.isfinite(rows).all()) for rows in values.split(_FINITE_CHUNK)):
+        return  # checked in row chunks: no [P, T] boolean temporary on the path that passes
+    bad = ~torch.isfinite(values)
     state = None
     if values.ndim == 2:
         state = int(torch.nonzero(bad.any(dim=0))[0])

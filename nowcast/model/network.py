@@ -31,7 +31,7 @@ from .config import NiNoConfig
 from .feedforward import FeedForward
 from .files import save_model
 from .message_passing import GraphNetwork, chunk_ranges
-from .streamed import STREAM_CHUNK, streamed_forward
+from .streamed import STREAM_CHUNK, EdgeTensorSource, streamed_forward
 
 __all__ = ["DEFAULT_EDGE_CHUNK", "NiNoEmbedding", "NiNoModel"]
 
@@ -141,7 +141,9 @@ class NiNoModel(nn.Module):
         if self.config.gnn and self._should_stream(states.shape[0], stream, blocks):
             if blocks:
                 piece = edge_chunk or STREAM_CHUNK  # small pieces keep the per-edge work in cache
-                delta = streamed_forward(self, data, states, edge_type, horizons, piece)
+                source = EdgeTensorSource(states, horizons.numel())
+                streamed_forward(self, data, source, horizons, piece)
+                delta = source.out
             else:
                 delta = self._gnn_streamed(data, states, edge_type, horizons, chunk or DEFAULT_EDGE_CHUNK)
         elif self.config.gnn:

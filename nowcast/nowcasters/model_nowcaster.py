@@ -12,6 +12,8 @@ import torch
 
 from ..model import NiNoModel
 from ..model.checkpoint import load_model
+from ..model.graph_source import GraphStatesSource, tensor_statistics
+from ..model.streamed import STREAM_CHUNK, streamed_forward
 from ..scaling import scale_states, unscale
 from .base import check_k, check_states, work_dtype
 
@@ -25,6 +27,52 @@ log = logging.getLogger(__name__)
 
 def _model_device(model: NiNoModel) -> torch.device:
     return next(model.parameters()).device
+
+
+def model_dtype(model: NiNoModel) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _node_inputs(graph: NeuralGraph, model: NiNoModel, pos: torch.Tensor | None) -> SimpleNamespace:
+    """What the model reads from the nodes: ``pos`` (Laplacian encodings) and ``pos_w``."""
+    cfg = model.config
+    data = SimpleNamespace()
+    if cfg.lpe > 0:
+        data.pos = graph.pos if pos is None else pos
+        if data.pos is None:
+            raise ValueError(
+                "this NiNo model uses Laplacian positional encodings but the graph was built with lpe=0: "
+                "convert the model with lpe=8 or pass pos="
+            )
+    if cfg.wte_pos_enc:
+        data.pos_w = graph.pos_w
+    return data
+
+
+def _predict_blockwise(graph: NeuralGraph, x: torch.Tensor, k: int, model: NiNoModel, pos: torch.Tensor | None,
+                       edge_chunk: int | None) -> torch.Tensor:
+    """The NiNo step block by block from the history itself (:mod:`nowcast.model.graph_source`):
+    no edge features, edge index, scaled or float32 copy of the history; the result in the
+    history's dtype; a progress bar on long steps."""
+    data = _node_inputs(graph, model, pos)
+    data.blocks = graph.block_table()
+    out = torch.empty(graph.num_params, dtype=x.dtype, device=x.device)
+    scales = tensor_statistics(x, graph.params, work_dtype(x.dtype))
+    source = GraphStatesSource(graph, x, scales, out, dtype=model_dtype(model))
+    horizons, _ = model._horizons(k)
+    passes = model.config.num_edge_updates + 1
+    with _progress(graph.num_edges * passes) as bar, torch.no_grad():
+        streamed_forward(model, data, source, horizons, edge_chunk or STREAM_CHUNK, progress=bar.update)
+    return out
+
+
+def _progress(total: int):
+    from tqdm.auto import (
+        tqdm,  # only here: importing it costs ~75 ms at 'import nowcast'
+    )
+
+    # shown only in a terminal, and only once a step has run for a few seconds
+    return tqdm(total=total, desc="NiNo step", unit="edge", unit_scale=True, delay=3, leave=False, disable=None)
 
 
 def predict_with_model(
@@ -48,23 +96,16 @@ def predict_with_model(
                  graph.max_feat_size, cfg.max_feat_size)
         graph = graph.split_kernels(cfg.max_feat_size)
     device = _model_device(model)
+    if cfg.gnn and model._should_stream(graph.num_edges, None, True):  # pieces are cast one at a time
+        return _predict_blockwise(graph, states.to(device), k, model, pos, edge_chunk).to(states.device)
     x = states.to(device=device, dtype=work_dtype(states.dtype))
     scaled, scales = scale_states(x, graph.params)
     # states were checked by predict(); a non-finite prediction is left for the caller to judge
-    data = SimpleNamespace(edge_attr=graph.edge_features(scaled, check=False), edge_type=graph.edge_type)
+    data = _node_inputs(graph, model, pos) if cfg.gnn else SimpleNamespace()
+    data.edge_attr, data.edge_type = graph.edge_features(scaled, check=False), graph.edge_type
     del scaled
     if cfg.gnn:
         data.edge_index = graph.edge_index
-        data.blocks = graph.block_table()  # lets large graphs take the block-wise forward
-        if cfg.lpe > 0:
-            data.pos = graph.pos if pos is None else pos
-            if data.pos is None:
-                raise ValueError(
-                    "this NiNo model uses Laplacian positional encodings but the graph was built with lpe=0: "
-                    "convert the model with lpe=8 or pass pos="
-                )
-        if cfg.wte_pos_enc:
-            data.pos_w = graph.pos_w
     with torch.no_grad():
         out = model(data, k, edge_chunk=edge_chunk)
     del data
