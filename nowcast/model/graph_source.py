@@ -64,16 +64,22 @@ class GraphStatesSource:
         out: ``[P]`` vector the predicted parameters are written into (cast to its dtype).
         dtype: the model's dtype: inputs are scaled in the statistics' dtype, then cast to it,
             and predictions cast back before unscaling (as the whole-graph step does).
+        device: the model's device, where inputs are handed (default: the history's). A
+            history kept on the host is copied there piece by piece; predictions go back to
+            ``out``'s device.
         eps: added to the standard deviation when scaling (as in training).
     """
 
     def __init__(self, graph: Any, states: torch.Tensor, scales: LayerScales, out: torch.Tensor, *,
-                 dtype: torch.dtype | None = None, eps: float = DEFAULT_EPS) -> None:
+                 dtype: torch.dtype | None = None, device: torch.device | None = None,
+                 eps: float = DEFAULT_EPS) -> None:
         self.blocks = graph.blocks
         self.states, self.out, self.eps = states, out, eps
         self.dtype = dtype or states.dtype
+        self.device = device or states.device
         self.ctx = states.shape[1]
-        self.stats = {p.name: (scales.mean[i], scales.std[i]) for i, p in enumerate(graph.params)}
+        mean, std = scales.mean.to(self.device), scales.std.to(self.device)
+        self.stats = {p.name: (mean[i], std[i]) for i, p in enumerate(graph.params)}
         self.work = scales.mean.dtype
 
     def slots(self, piece: Piece) -> int:
@@ -86,11 +92,11 @@ class GraphStatesSource:
         """Scaled inputs ``[edges, slots * ctx]`` of a piece (column ``f * ctx + t``)."""
         block, edges = self.blocks[piece.block], piece.stop - piece.start
         if block.view is None:  # auxiliary edges: their fixed value in every state, never scaled
-            return self.states.new_full((edges, self.ctx), block.value, dtype=self.dtype)
+            return torch.full((edges, self.ctx), block.value, dtype=self.dtype, device=self.device)
         columns = []
         for part in self._parts(piece):
             mean, std = self.stats[part.name]
-            raw = part.read_states(self.states).reshape(edges, -1, self.ctx).to(self.work)
+            raw = part.read_states(self.states).reshape(edges, -1, self.ctx).to(self.device, self.work)
             columns.append((raw - mean) / (std + self.eps))
         scaled = columns[0] if len(columns) == 1 else torch.cat(columns, dim=1)
         return scaled.reshape(edges, -1).to(self.dtype)
@@ -105,5 +111,5 @@ class GraphStatesSource:
         for part in self._parts(piece):
             mean, std = self.stats[part.name]
             width = part.shape[-1]
-            part.write(self.out, (scaled[:, slot : slot + width] * std + mean).reshape(part.shape))
+            part.write(self.out, (scaled[:, slot : slot + width] * std + mean).reshape(part.shape).to(self.out.device))
             slot += width

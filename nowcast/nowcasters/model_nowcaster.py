@@ -49,27 +49,45 @@ def _node_inputs(graph: NeuralGraph, model: NiNoModel, pos: torch.Tensor | None)
     return data
 
 
-def _predict_blockwise(graph: NeuralGraph, x: torch.Tensor, k: int, model: NiNoModel, pos: torch.Tensor | None,
+GPU_STREAM_CHUNK = 1 << 18
+"""Edges per piece on a GPU: large enough that kernel launches do not dominate."""
+
+
+def _history_on(states: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The history on the model's device when it fits there with room to spare (half the free
+    memory), else where it is: pieces then travel to the device one at a time."""
+    if states.device == device or device.type != "cuda":
+        return states.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if states.numel() * states.element_size() < free // 2:
+        return states.to(device)
+    log.info("the history (%.1f GB) stays on the host; pieces are copied to %s", states.numel() * states.element_size() / 1e9,
+             device)
+    return states
+
+
+def _predict_blockwise(graph: NeuralGraph, states: torch.Tensor, k: int, model: NiNoModel, pos: torch.Tensor | None,
                        edge_chunk: int | None) -> torch.Tensor:
     """The NiNo step block by block from the history itself (:mod:`nowcast.model.graph_source`):
     no edge features, edge index, scaled or float32 copy of the history; the result in the
-    history's dtype; a progress bar on long steps."""
+    history's dtype, where the history is; a progress bar on long steps."""
+    device = _model_device(model)
+    x = _history_on(states, device)
     data = _node_inputs(graph, model, pos)
     data.blocks = graph.block_table()
     out = torch.empty(graph.num_params, dtype=x.dtype, device=x.device)
     scales = tensor_statistics(x, graph.params, work_dtype(x.dtype))
-    source = GraphStatesSource(graph, x, scales, out, dtype=model_dtype(model))
+    source = GraphStatesSource(graph, x, scales, out, dtype=model_dtype(model), device=device)
     horizons, _ = model._horizons(k)
     passes = model.config.num_edge_updates + 1
+    chunk = edge_chunk or (GPU_STREAM_CHUNK if device.type == "cuda" else STREAM_CHUNK)
     with _progress(graph.num_edges * passes) as bar, torch.no_grad():
-        streamed_forward(model, data, source, horizons, edge_chunk or STREAM_CHUNK, progress=bar.update)
-    return out
+        streamed_forward(model, data, source, horizons, chunk, progress=bar.update)
+    return out.to(states.device)
 
 
 def _progress(total: int):
-    from tqdm.auto import (
-        tqdm,  # only here: importing it costs ~75 ms at 'import nowcast'
-    )
+    from tqdm.auto import tqdm  # only here: importing it costs ~75 ms at 'import nowcast'
 
     # shown only in a terminal, and only once a step has run for a few seconds
     return tqdm(total=total, desc="NiNo step", unit="edge", unit_scale=True, delay=3, leave=False, disable=None)
@@ -97,7 +115,7 @@ def predict_with_model(
         graph = graph.split_kernels(cfg.max_feat_size)
     device = _model_device(model)
     if cfg.gnn and model._should_stream(graph.num_edges, None, True):  # pieces are cast one at a time
-        return _predict_blockwise(graph, states.to(device), k, model, pos, edge_chunk).to(states.device)
+        return _predict_blockwise(graph, states, k, model, pos, edge_chunk)
     x = states.to(device=device, dtype=work_dtype(states.dtype))
     scaled, scales = scale_states(x, graph.params)
     # states were checked by predict(); a non-finite prediction is left for the caller to judge

@@ -108,3 +108,29 @@ def test_blockwise_step_keeps_the_history_dtype(dtype, monkeypatch) -> None:
     # bfloat16: the two paths round the same float32 numbers, which agree to ~1e-6 of the change
     tol = 1e-5 * change + (float(whole.abs().max()) * 2**-8 if dtype == torch.bfloat16 else 0.0)
     assert float((blockwise.double() - whole.double()).abs().max()) <= tol
+
+
+def test_blockwise_step_reports_progress_over_every_pass(monkeypatch) -> None:
+    net = _models()["gpt2"]
+    graph = ng.convert(net)
+    states = ng.flatten_params(net).unsqueeze(1).repeat(1, 5)
+    model = small_nino(wte_pos_enc=False)
+    done = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            done.append(self)
+
+        def update(self, n):
+            self.total -= n
+
+    monkeypatch.setattr(model_nowcaster, "_progress", Bar)
+    _blockwise(model, monkeypatch)
+    nowcast.predict(graph, states, 1, model, edge_chunk=30)
+    assert len(done) == 1 and done[0].total == 0  # every edge of every pass counted, nothing more
