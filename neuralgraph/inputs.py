@@ -3,7 +3,7 @@
 Users pass ``example_inputs`` as a tensor, a tuple of positional arguments or a dict of keyword
 arguments. Without them, a Hugging Face model's inputs come from its config (the main input's
 kind, the vocabulary, the image size and channels, the feature size of audio models; decoder ids
-for encoder-decoders; a mask over image patches where the model has a learned mask token, so
+for encoder-decoders, encoder states for a decoder with cross-attention used alone; a mask over image patches where the model has a learned mask token, so
 that the token takes part); a module with an ``example_inputs()`` method says its own; a plain module's
 come from its first layer when that says enough (a ``Linear``, ``Conv``, ``Embedding`` or
 ``LayerNorm``). Otherwise the error says how to pass them.
@@ -134,9 +134,22 @@ def _from_config(model: nn.Module, generator: torch.Generator) -> dict:
         frames = int(lengths(torch.tensor(inputs["input_values"].shape[-1]))) if callable(lengths) else 0
         if frames:
             inputs["mask_time_indices"] = torch.rand(batch, frames, generator=generator) < 0.5
+    cross = not getattr(config, "is_encoder_decoder", False) and any(
+        part in name for name, _ in model.named_parameters() for part in _CROSS_ATTENTION
+    )
+    width = _config_int(text, "d_model", "hidden_size", "n_embd", default=None)
+    if cross and width:  # a decoder alone (BART's or Whisper's ForCausalLM): its cross-attention reads an encoder's states
+        states = torch.randn(batch, seq, width, generator=generator)
+        if _names(model, "encoder_hidden_states"):
+            inputs["encoder_hidden_states"] = states
+        elif _names(model, "encoder_outputs"):
+            inputs["encoder_outputs"] = (states,)
     if _accepts(model, "use_cache"):
         inputs["use_cache"] = False
     return inputs
+
+
+_CROSS_ATTENTION = ("encoder_attn.", "crossattention.", "cross_attn.")
 
 
 def _has_param(model: nn.Module, suffix: str) -> bool:
