@@ -6,8 +6,11 @@ name or a model, as a nowcaster), the baselines, and :func:`compare` / :func:`tr
 target on the benchmark tasks). The layout: :mod:`nowcast.model` (the NiNo network and its
 checkpoint format), :mod:`nowcast.nowcasters` (everything that predicts, and the one resolver),
 :mod:`nowcast.bench` and :mod:`nowcast.tasks` (the comparison), :mod:`nowcast.metatrain`
-(trajectory collection and meta-training of our own checkpoints), :mod:`nowcast.cli`.
+(trajectory collection and meta-training of our own checkpoints), :mod:`nowcast.cli`,
+:mod:`nowcast.distributed` (one prediction for all ranks under DDP) and :mod:`nowcast.hf` (the
+Hugging Face ``Trainer`` callback; needs the ``hf`` extra and is not imported here).
 Docs: ``docs/nino.md`` (the model), ``docs/nowcast_optimizer.md`` (prediction and the wrapper),
+``docs/trainer.md`` (the Trainer callback and distributed training),
 ``docs/tasks.md`` (tasks and the comparison), ``docs/metatraining.md``.
 """
 

@@ -34,20 +34,31 @@ from torch.optim import Optimizer
 import neuralgraph
 from neuralgraph.params import check_finite, normalize_specs
 
+from .distributed import predict_synced, unwrap_model
 from .nowcasters import Nowcaster, resolve
 from .parts import GraphPart, context_hops, layer_parts
-from .predict import predict
 
 if TYPE_CHECKING:  # pragma: no cover
     from neuralgraph import NeuralGraph
 
-__all__ = ["NiNo", "horizon_schedule"]
+__all__ = ["DISTRIBUTED_MODES", "NiNo", "check_distributed_mode", "horizon_schedule"]
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "nowcast"
 """Key of the wrapper's own entries in :meth:`NiNo.state_dict` (next to the base's ``state`` / ``param_groups``)."""
 _STATE_VERSION = 1
+
+
+DISTRIBUTED_MODES = ("rank0", "split")
+"""How ranks share a jump under ``torch.distributed`` (see :mod:`nowcast.distributed`): rank 0 predicts
+and broadcasts, or the ranks split ``graph.layers()`` between them."""
+
+
+def check_distributed_mode(value: Any) -> str:
+    if value not in DISTRIBUTED_MODES:
+        raise ValueError(f"distributed must be one of {', '.join(map(repr, DISTRIBUTED_MODES))}, got {value!r}")
+    return value
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -99,6 +110,11 @@ class NiNo(Optimizer):
             :class:`nowcast.RegimeRouter`): the learning rate times the steps between two
             states. None (default): the base optimizer's current learning rate (its first
             parameter group, so schedulers are followed) times ``period // ctx``.
+        distributed: under ``torch.distributed`` with several ranks (DDP), who computes a jump:
+            ``"rank0"`` (default; rank 0 predicts and broadcasts) or ``"split"`` (the parts of
+            ``graph.layers()`` are dealt out to the ranks, as per-block prediction; on one process
+            ``"split"`` is per-block prediction). Either way every rank writes the same values.
+            A DDP-wrapped ``model`` is unwrapped; sharded models (FSDP, DeepSpeed) are refused.
 
     The step that jumps writes the prediction only into parameters that ``base`` updates and that
     require grad; other parameters (frozen ones) are recorded and shown to the predictor, but keep
@@ -124,11 +140,13 @@ class NiNo(Optimizer):
         power: float = 2.0,
         state_device: str | torch.device | None = None,
         lr_interval: float | None = None,
+        distributed: str = "rank0",
     ) -> None:
         if not isinstance(base, Optimizer) or isinstance(base, NiNo):
             raise TypeError(f"base must be a torch.optim.Optimizer (not a NiNo wrapper), got {type(base).__name__}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be the nn.Module being trained, got {type(model).__name__}")
+        model = unwrap_model(model)
         self._base = base
         # What Optimizer.__init__ sets up, without registering the parameters a second time.
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
@@ -151,6 +169,8 @@ class NiNo(Optimizer):
         if want is not None and want != ctx:
             raise ValueError(f"predictor {self.predictor.name} reads ctx={want} states but the wrapper was given ctx={ctx}")
         self.per_block = bool(per_block)
+        self.distributed = check_distributed_mode(distributed)
+        by_parts = self.per_block or self.distributed == "split"
         self.reset_base_state_after_jump = bool(reset_base_state_after_jump)
         self.power = power
         if lr_interval is not None and (isinstance(lr_interval, bool) or not 0 < float(lr_interval) < float("inf")):
@@ -164,12 +184,12 @@ class NiNo(Optimizer):
         self._specs = normalize_specs((n, tuple(p.shape)) for n, p in zip(self._names, self._params))
         self._check_base_params()
         self.graph = graph
-        if graph is None and (self.predictor.needs_graph or self.per_block):
+        if graph is None and (self.predictor.needs_graph or by_parts):
             self.graph = neuralgraph.convert(model)
         if self.graph is not None:
             self._check_graph(self.graph)
         self._parts: list[GraphPart] | None = None
-        if self.per_block:
+        if by_parts:
             self._parts = layer_parts(self.graph, context_hops=context_hops(self.predictor))
 
         first = self._params[0]
@@ -360,10 +380,12 @@ class NiNo(Optimizer):
         k = self.horizon(step)
         states = self._history[:, : self.ctx]
         lr_interval = self.lr_interval() if self._uses_lr_interval else None
+        split = getattr(self, "distributed", "rank0") == "split"  # absent in wrappers pickled by older versions
         with torch.no_grad():
-            theta = predict(
-                self.graph, states, k, self.predictor, per_block=self.per_block, parts=self._parts, lr_interval=lr_interval
-            )
+            theta = predict_synced(
+                self.graph, states, k, self.predictor, num_params=self.num_params, per_block=self._parts is not None,
+                parts=self._parts, lr_interval=lr_interval, split=split,
+            ).to(device=states.device, dtype=states.dtype)
         if theta.shape != (self.num_params,):
             raise ValueError(f"predictor {self.predictor.name} returned {tuple(theta.shape)}, expected [{self.num_params}]")
         if not bool(torch.isfinite(theta).all()):
