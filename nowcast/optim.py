@@ -35,6 +35,7 @@ import neuralgraph
 from neuralgraph.params import check_finite, normalize_specs
 
 from .distributed import predict_synced, unwrap_model
+from .history_store import allocate_history, history_place
 from .nowcasters import Nowcaster, resolve
 from .parts import GraphPart, context_hops, layer_parts
 
@@ -105,7 +106,10 @@ class NiNo(Optimizer):
         reset_base_state_after_jump: clear the base optimizer's per-parameter state (Adam moment
             estimates and step counts) after each jump.
         power: exponent ``p`` of the horizon schedule (2).
-        state_device: where recorded states live (default: the device of the first parameter).
+        state_device: where recorded states live (default: the device of the first parameter):
+            a device, ``"disk"`` (a memory-mapped file in the temporary folder, removed with the
+            wrapper) or a file path ending in ``.bin``, so that recording ``ctx`` states of a large
+            model does not hold them in memory (:mod:`nowcast.history_store`).
         lr_interval: for predictors conditioned on the training regime (``uses_lr_interval``,
             :class:`nowcast.RegimeRouter`): the learning rate times the steps between two
             states. None (default): the base optimizer's current learning rate (its first
@@ -193,7 +197,8 @@ class NiNo(Optimizer):
             self._parts = layer_parts(self.graph, context_hops=context_hops(self.predictor))
 
         first = self._params[0]
-        self.state_device = torch.device(state_device) if state_device is not None else first.device
+        self._history_place = history_place(state_device, first.device)
+        self.state_device = self._history_place if isinstance(self._history_place, torch.device) else torch.device("cpu")
         self.state_dtype = functools.reduce(torch.promote_types, (p.dtype for p in self._params))
         self._history: torch.Tensor | None = None
         self._step = 0
@@ -353,7 +358,9 @@ class NiNo(Optimizer):
 
     def _record(self) -> None:
         if self._history is None:
-            self._history = torch.empty(self.num_params, self.ctx, dtype=self.state_dtype, device=self.state_device)
+            self._history = allocate_history(
+                self.num_params, self.ctx, self.state_dtype, getattr(self, "_history_place", self.state_device)
+            )
         column = self._history[:, self._recorded]
         offset = 0
         with torch.no_grad():
@@ -460,7 +467,9 @@ class NiNo(Optimizer):
         self.last_k = ours.get("last_k")
         if self._recorded:
             if self._history is None:
-                self._history = torch.empty(self.num_params, self.ctx, dtype=self.state_dtype, device=self.state_device)
+                self._history = allocate_history(
+                self.num_params, self.ctx, self.state_dtype, getattr(self, "_history_place", self.state_device)
+            )
             self._history[:, : self._recorded].copy_(ours["history"])
         for name in ("period", "max_train_steps"):
             if ours.get(name) != getattr(self, name):

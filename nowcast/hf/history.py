@@ -18,6 +18,8 @@ import torch
 
 from neuralgraph.params import check_finite, normalize_specs
 
+from ..history_store import allocate_history, history_place
+
 __all__ = ["SlotHistory"]
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,8 @@ class SlotHistory:
     Args:
         names, params: the recorded parameters.
         ctx: states per prediction.
-        device: where the states live (default: the first parameter's device).
+        device: where the states live (default: the first parameter's device); ``"disk"`` or a
+            ``.bin`` path keeps them in a memory-mapped file (:mod:`nowcast.history_store`).
 
     States use float32 or the widest parameter dtype if wider, so bf16 weights are recorded exactly.
     """
@@ -39,7 +42,8 @@ class SlotHistory:
         self.params = list(params)
         self.ctx = ctx
         self.num_params = sum(p.numel() for p in self.params)
-        self.device = torch.device(device) if device is not None else self.params[0].device
+        self.place = history_place(device, self.params[0].device)
+        self.device = self.place if isinstance(self.place, torch.device) else torch.device("cpu")
         self.dtype = functools.reduce(torch.promote_types, (p.dtype for p in self.params), torch.float32)
         self._specs = normalize_specs((n, tuple(p.shape)) for n, p in zip(self.names, self.params))
         self._states: torch.Tensor | None = None
@@ -57,7 +61,7 @@ class SlotHistory:
             log.debug("step %d: state slot %d skipped (the states of this period start at slot %d)", step, slot, self.filled)
             return False
         if self._states is None:
-            self._states = torch.empty(self.num_params, self.ctx, dtype=self.dtype, device=self.device)
+            self._states = allocate_history(self.num_params, self.ctx, self.dtype, self.place)
         column = self._states[:, slot]
         offset = 0
         with torch.no_grad():
@@ -100,7 +104,7 @@ class SlotHistory:
                 shape = None if states is None else tuple(states.shape)
                 raise ValueError(f"saved states have shape {shape}, expected ({self.num_params}, {filled})")
             if self._states is None:
-                self._states = torch.empty(self.num_params, self.ctx, dtype=self.dtype, device=self.device)
+                self._states = allocate_history(self.num_params, self.ctx, self.dtype, self.place)
             self._states[:, :filled].copy_(states)
         self.filled = filled
 
