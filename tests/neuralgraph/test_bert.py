@@ -228,12 +228,16 @@ def test_unknown_parameter_is_named():
         ng.convert(bad, arch="bert", config={"num_attention_heads": 2})
 
 
-def test_cross_attention_is_refused():
+def test_cross_attention_is_left_to_the_traced_converter():
+    torch.manual_seed(0)
     model = transformers.BertModel(transformers.BertConfig(
         hidden_size=6, num_hidden_layers=1, num_attention_heads=2, intermediate_size=5, vocab_size=7,
         max_position_embeddings=4, is_decoder=True, add_cross_attention=True))
     with pytest.raises(ng.UnsupportedModelError, match=r"parameter 'encoder\.layer\.0\.crossattention\..*' is not part of"):
-        ng.convert(model)
+        ng.convert(model, arch="bert")
+    graph = ng.convert(model)  # traced, with encoder states from the config reaching the cross-attention
+    assert graph.meta["converter"] == "traced"
+    assert ng.verify(model, graph, trials=2)
 
 
 @pytest.mark.parametrize("cls", ["BertForQuestionAnswering", "BertForTokenClassification", "BertForPreTraining"])
