@@ -22,6 +22,10 @@ __all__ = ["permute_params", "param_index", "node_permutation", "is_automorphism
 Side = tuple[str, str]  # (block name, "src" | "dst")
 
 
+class _Across(Exception):
+    """A permutation moves units of a block's range onto another block's (experts, say)."""
+
+
 def _local(block: EdgeBlock, side: str, perms: Mapping[str, torch.Tensor], skip: Collection[Side]) -> torch.Tensor | None:
     rng = block.src if side == "src" else block.dst
     perm = perms.get(rng.group)
@@ -29,9 +33,7 @@ def _local(block: EdgeBlock, side: str, perms: Mapping[str, torch.Tensor], skip:
         return None
     local = perm[rng.lo : rng.lo + rng.size] - rng.lo
     if rng.size and (int(local.min()) < 0 or int(local.max()) >= rng.size):
-        raise ValueError(
-            f"the permutation of group '{rng.group}' moves units out of the range {rng} of block '{block.name}'"
-        )
+        raise _Across
     return local
 
 
@@ -58,8 +60,9 @@ def permute_params(
 
     Raises:
         ParameterMismatchError: ``theta`` is not ``[P]`` or ``[P, T]`` for this graph.
-        ValueError: a group's permutation moves units out of a block's range, or a diagonal
-            block's two sides are permuted differently.
+        ValueError: a group's permutation moves an edge where the graph has no edge of its type
+            between the same groups (a block's values may move onto another block's: one block
+            per expert, experts reordered), or a diagonal block's two sides are permuted differently.
     """
     perm = as_permutation(perm, tuple(skip))
     if not isinstance(theta, torch.Tensor) or theta.ndim not in (1, 2) or theta.shape[0] != graph.num_params:
@@ -86,12 +89,17 @@ def _permute_vector(
     """:func:`permute_params` of a flat vector ``[P]`` (any dtype: an ``arange`` gives the index map)."""
     vector = vector.contiguous()
     out = vector.clone()
+    across = []
     for b in graph.blocks:
         if b.view is None:
             continue
         if b.kind == DIAGONAL and ((b.name, "src") in skip or (b.name, "dst") in skip):
             continue  # a diagonal block is left out whole: its two sides cannot differ
-        ps, pd = _local(b, "src", perms, skip), _local(b, "dst", perms, skip)
+        try:
+            ps, pd = _local(b, "src", perms, skip), _local(b, "dst", perms, skip)
+        except _Across:
+            across.append(b)
+            continue
         if ps is None and pd is None:
             continue
         values = b.view.read(vector)
@@ -114,7 +122,60 @@ def _permute_vector(
                 cols = b.view.columns(slot[0])
                 target[..., cols] = values[..., cols]
         b.view.write(out, target)
+    if across:
+        _move_across_blocks(graph, vector, out, across, perms, skip)
     return out
+
+
+def _block_edges(b: EdgeBlock, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(src, dst, positions)`` of every edge of parameter block ``b``: global node ids ``[n]``
+    and the flat-vector positions of its feature slots ``[n, K]`` (``index`` is ``arange(P)``)."""
+    pos = b.view.read(index)
+    if b.kind == DENSE:
+        ns, nd = b.src.size, b.dst.size
+        src = torch.arange(b.src.start, b.src.stop).unsqueeze(1).expand(ns, nd).reshape(-1)
+        dst = torch.arange(b.dst.start, b.dst.stop).unsqueeze(0).expand(ns, nd).reshape(-1)
+        return src, dst, pos.reshape(ns * nd, -1)
+    dst = torch.arange(b.dst.start, b.dst.stop)
+    src = torch.full_like(dst, b.src.start) if b.kind == STAR else torch.arange(b.src.start, b.src.stop)
+    return src, dst, pos.reshape(b.dst.size, -1)
+
+
+def _move_across_blocks(graph: NeuralGraph, vector: torch.Tensor, out: torch.Tensor, across: list[EdgeBlock],
+                        perms: Mapping[str, torch.Tensor], skip: Collection[Side]) -> None:
+    """The values of blocks whose ranges a permutation moves onto other blocks' (one block per
+    expert, experts reordered): the value on edge ``(s, d)`` goes to the edge ``(pi(s), pi(d))`` of
+    the block of the same edge type between the same groups that holds it. A side in ``skip``
+    stays where it is. Raises ``ValueError`` where the graph has no such edge."""
+    pi, n = node_permutation(graph, perms), graph.num_nodes
+    index = torch.arange(graph.num_params)
+    families: dict[tuple, list[EdgeBlock]] = {}
+    for c in graph.blocks:
+        if c.view is not None:
+            families.setdefault(_family(c), []).append(c)
+    tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    for b in across:
+        if _family(b) not in tables:
+            edges = [_block_edges(c, index) for c in families[_family(b)]]
+            keys = torch.cat([s * n + d for s, d, _ in edges])
+            order = keys.argsort()
+            tables[_family(b)] = keys[order], torch.cat([p for _, _, p in edges])[order]
+        keys, targets = tables[_family(b)]
+        src, dst, pos = _block_edges(b, index)
+        wanted = (src if (b.name, "src") in skip else pi[src]) * n + (dst if (b.name, "dst") in skip else pi[dst])
+        hit = torch.searchsorted(keys, wanted).clamp(max=keys.numel() - 1)
+        if not bool((keys[hit] == wanted).all()) or targets.shape[1] != pos.shape[1]:
+            raise ValueError(f"the permutation moves edges of block '{b.name}' where the graph has no edge of its type")
+        out[targets[hit].reshape(-1)] = vector[pos.reshape(-1)]
+        for name, what, *slot in skip:
+            if name == b.name and what == "slot":  # that tensor of a stacked block stays in place
+                cols = pos[:, b.view.columns(slot[0])]
+                out[cols.reshape(-1)] = vector[cols.reshape(-1)]
+
+
+def _family(b: EdgeBlock) -> tuple:
+    """Blocks whose edges one permutation may exchange: same edge type and kernel part, same groups."""
+    return b.edge_type, b.slot_offset, b.src.group, b.dst.group
 
 
 def node_permutation(graph: NeuralGraph, perms: PermutationLike) -> torch.Tensor:

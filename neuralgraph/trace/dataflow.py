@@ -48,6 +48,8 @@ class Dataflow:
         for op in trace.ops:
             for t in _tensors((op.args, op.kwargs)):
                 self.uses[id(t)] += 1
+            if op.name == "aten.index_add_":  # adding rows into a tensor in place (experts' outputs) is no read of it
+                self.uses[id(op.args[0])] -= 1
         offsets = {s.name: s for s in specs}
         self._param_base: dict[int, ParamSpec] = {k: offsets[name] for k, name in trace.params.items()}
         self._inputs = {id(t) for t in trace.inputs}

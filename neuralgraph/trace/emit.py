@@ -3,7 +3,8 @@
 1. **Merge** neurons that are one neuron (connected components over the merge pairs).
 2. **Groups**: the neurons left, in creation order, cut into node groups wherever the op that
    created them, their role, or the runs in which edges and ties reach them change — so every
-   block below connects contiguous ranges.
+   block below connects contiguous ranges; the experts of a mixture-of-experts layer are laid side
+   by side, one equal segment each per group (:mod:`neuralgraph.trace.experts`).
 3. **Blocks**: each relation becomes dense, star or diagonal blocks over those ranges; a parameter's
    elements on a block must form one strided window of the flat vector (a
    :class:`~neuralgraph.params.ParamView`), which is what makes ``edge_features`` / ``to_params``
@@ -26,6 +27,7 @@ from ..groups import NodeGroup
 from ..params import ParamSpec, ParamView
 from .dataflow import TraceError
 from .elems import Elems
+from .experts import expert_order, find_experts
 from .relations import DenseRelation, PairedRelation, Relations
 from .rows import unique_rows
 from .symmetries import SymmetryDeclarations
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def _canonical(rel: Relations) -> torch.Tensor:
+    """Per neuron, the neuron it is merged into: the first of its component, a head node first
+    (a per-head table merged into the heads it biases leaves head nodes)."""
     n = rel.num_units
     canon = torch.arange(n)
     if not rel.merges:
@@ -49,18 +53,25 @@ def _canonical(rel: Relations) -> torch.Tensor:
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     comp = torch.from_numpy(comp).long()
-    first = torch.full((int(comp.max()) + 1,), n, dtype=torch.long).scatter_reduce(0, comp, canon, "amin")
-    return first[comp]
+    rank = canon + n * ~_head_units(rel)
+    first = torch.full((int(comp.max()) + 1,), 2 * n, dtype=torch.long).scatter_reduce(0, comp, rank, "amin")
+    return first[comp] % n
+
+
+def _head_units(rel: Relations) -> torch.Tensor:
+    """Per neuron: whether an attention rule created it as a head node."""
+    head = torch.zeros(rel.num_units, dtype=torch.bool)
+    for a in rel.allocations:
+        if a.role == "head":
+            head[a.start : a.start + a.size] = True
+    return head
 
 
 def _join_repeated_heads(rel: Relations) -> None:
     """An attention layer applied more than once (ALBERT shares one layer across its depth) has one
     set of neurons, so one node per head: head nodes whose members are the same neurons once
     reused parameters are joined become one node, and the head permutation moves them together."""
-    head = torch.zeros(rel.num_units, dtype=torch.bool)
-    for a in rel.allocations:
-        if a.role == "head":
-            head[a.start : a.start + a.size] = True
+    head = _head_units(rel)
     pairs = [torch.stack([r.src, r.dst], 1) for r in rel.paired if r.edge_type == et.HEAD and r.elems is None]
     if not pairs:
         return
@@ -174,6 +185,7 @@ class _Emitter(SymmetryDeclarations):
         _split_attention_biases(rel)
         _join_repeated_heads(rel)
         self.canon = _canonical(rel)
+        self.experts = find_experts(rel, self.canon)
         self.placed = _Placed(specs)
 
     # ------------------------------------------------------------------ neurons -> groups
@@ -181,24 +193,39 @@ class _Emitter(SymmetryDeclarations):
         return self.new_id[self.canon[ids]]
 
     def build_groups(self) -> None:
+        self._number_nodes()
+        cuts = self._cuts()
+        layout = expert_order(self.experts, self.new_id, cuts)
+        if layout is not None:
+            cuts = self._lay_out_experts(layout)
+        m = self.old_of_new.numel()
+        starts = torch.nonzero(cuts[:m]).reshape(-1).tolist()
+        self.groups: list[NodeGroup] = []
+        self.group_of = torch.empty(m, dtype=torch.long)
+        names = self._group_names(starts, m)
+        for gi, (s, e) in enumerate(zip(starts, starts[1:] + [m])):
+            role = self.roles[s]
+            group_role = {"query_key": "query_key", "value": "value", "head": "head", "bias": "bias", "token": "token",
+                          "position": "position", "input": "input", "stream": "stream", "output": "output"}.get(role, "hidden")
+            self.groups.append(self.b.group(names[gi], e - s, role=group_role, tokens=role == "token"))
+            self.group_of[s:e] = gi
+        self.cuts = cuts
+
+    def _number_nodes(self) -> None:
+        """Node ids: the neurons some relation reaches, in creation order, with their allocation and role."""
         rel, n = self.rel, self.rel.num_units
         used = torch.zeros(n, dtype=torch.bool)
-        for r in rel.dense:
-            used[self.canon[r.src]] = True
-            used[self.canon[r.dst]] = True
-        for r in rel.paired:
+        for r in (*rel.dense, *rel.paired):
             used[self.canon[r.src]] = True
             used[self.canon[r.dst]] = True
         self.new_id = torch.full((n,), -1, dtype=torch.long)
         order = torch.nonzero(used).reshape(-1)
         self.new_id[order] = torch.arange(order.numel())
         self.old_of_new = order
-        m = order.numel()
         alloc_of = torch.empty(n, dtype=torch.long)
         for i, a in enumerate(rel.allocations):
             alloc_of[a.start : a.start + a.size] = i
         self.alloc = alloc_of[order]
-        role_code = {}
         roles = [rel.allocations[int(i)].role for i in self.alloc.tolist()]
         self.attn = attention_kinds(rel)  # per original neuron: 1 query, 2 key, 3 value
         group_roles = {"query": "query_key", "key": "query_key", "value": "value", "output": "output"}
@@ -207,28 +234,42 @@ class _Emitter(SymmetryDeclarations):
                 if u >= 0 and roles[u] in ("hidden", "value") and group_roles[role] != roles[u]:
                     roles[u] = group_roles[role] if roles[u] == "hidden" or role != "output" else roles[u]
         self.roles = roles
-        codes = torch.tensor([role_code.setdefault(r, len(role_code)) for r in roles] or [0], dtype=torch.long)[:m]
-        cuts = torch.zeros(m + 1, dtype=torch.bool)  # cuts[c]: a group starts at new id c
+
+    def _cuts(self) -> torch.Tensor:
+        """``cuts[c]``: a group starts at node ``c`` (a new allocation or role, or a run of ties)."""
+        m = self.old_of_new.numel()
+        role_code: dict[str, int] = {}
+        codes = torch.tensor([role_code.setdefault(r, len(role_code)) for r in self.roles] or [0], dtype=torch.long)[:m]
+        cuts = torch.zeros(m + 1, dtype=torch.bool)
         cuts[0] = True
         if m:
             cuts[1:m] = (self.alloc[1:] != self.alloc[:-1]) | (codes[1:] != codes[:-1])
-        for r in rel.paired:
+        for r in self.rel.paired:
             if r.ties:
                 src, dst = self._pairs(r)
                 self._cut_runs(src, cuts, dst)
-        starts = torch.nonzero(cuts[:m]).reshape(-1).tolist()
-        self.groups: list[NodeGroup] = []
-        self.group_of = torch.empty(m, dtype=torch.long)
-        names = self._group_names(starts, m)
-        for gi, (s, e) in enumerate(zip(starts, starts[1:] + [m])):
-            role = roles[s]
-            alloc = rel.allocations[int(self.alloc[s])]
-            group_role = {"query_key": "query_key", "value": "value", "head": "head", "bias": "bias", "token": "token",
-                          "position": "position", "input": "input", "stream": "stream", "output": "output"}.get(role, "hidden")
-            self.groups.append(self.b.group(names[gi], e - s, role=group_role, tokens=role == "token"))
-            self.group_of[s:e] = gi
-            del alloc
-        self.cuts = cuts
+        return cuts
+
+    def _lay_out_experts(self, layout) -> torch.Tensor:
+        """Renumber the nodes by ``layout`` (:func:`~neuralgraph.trace.experts.expert_order`): every
+        expert's copy of a neuron counts as the first expert's allocation, and each group of all
+        experts' neurons is cut off on both sides. The new cuts."""
+        self.alloc[layout.copy] = self.alloc[layout.original]
+        position = torch.empty_like(layout.order)
+        position[layout.order] = torch.arange(layout.order.numel())
+        self.new_id = torch.where(self.new_id >= 0, position[self.new_id.clamp(min=0)], self.new_id)
+        self.old_of_new = self.old_of_new[layout.order]
+        self.alloc = self.alloc[layout.order]
+        self.roles = [self.roles[i] for i in layout.order.tolist()]
+        cuts = self._cuts()
+        lo, hi = position[layout.first], position[layout.last] + 1
+        inside = torch.zeros(cuts.numel() + 1, dtype=torch.long)  # one group per run of all experts
+        inside.index_add_(0, lo + 1, torch.ones_like(lo))
+        inside.index_add_(0, hi, -torch.ones_like(hi))
+        cuts &= torch.cumsum(inside, 0)[:-1] == 0
+        cuts[lo] = True
+        cuts[hi] = True
+        return cuts
 
     def _group_names(self, starts: list[int], m: int) -> list[str]:
         rel = self.rel
@@ -249,7 +290,7 @@ class _Emitter(SymmetryDeclarations):
                 base = alloc.name
             elif role in ("token", "position"):
                 base = f"{alloc.name}.{'tokens' if role == 'token' else 'positions'}"
-            elif role == "head":
+            elif role == "head" and alloc.name != "router":  # a router's units are named by its weight
                 base = "heads"
             elif role == "input":
                 base = "input"

@@ -72,6 +72,12 @@ class Relations:
     buffers: list[tuple[str, torch.Tensor]] = field(default_factory=list)
     symmetry_ties: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     opaque_ops: dict[str, int] = field(default_factory=dict)
+    # mixture of experts (:mod:`neuralgraph.trace.experts`): the neurons a ``topk`` picks among
+    # (a router), and per use of one slice of a stacked expert parameter ``(parameter, slices,
+    # slice, routers seen before, neurons it creates)``; buffers added along neurons ``(name, neurons)``
+    routers: list[torch.Tensor] = field(default_factory=list)
+    expert_slices: list[tuple[str, int, int, int, torch.Tensor]] = field(default_factory=list)
+    buffers_along: list[tuple[str, torch.Tensor]] = field(default_factory=list)
 
     def allocate(self, size: int, role: str, name: str) -> torch.Tensor:
         """``size`` new neuron ids."""

@@ -92,13 +92,20 @@ class SymmetryDeclarations:
             for x, y in unique_rows(torch.stack([self.map(a), self.map(b)], 1)).tolist():
                 if x >= 0 and y >= 0:
                     parent[find(int(self.group_of[x]))] = find(int(self.group_of[y]))
+        covered: dict[tuple[int, int], int] = defaultdict(int)  # ties unit i to unit i, in parts (per expert)
         for a, b, is_tie in ties:
             if not is_tie:
                 continue
             ga, gb = int(self.group_of[a.start]), int(self.group_of[b.start])
             if a.size != groups[ga].size or b.size != groups[gb].size:
-                broken[ga] = broken[gb] = True  # tied over part of a group: keep both still
+                if a.lo == b.lo and a.size == b.size and groups[ga].size == groups[gb].size:
+                    covered[ga, gb] += a.size
+                else:
+                    broken[ga] = broken[gb] = True  # tied over part of a group: keep both still
             parent[find(ga)] = find(gb)
+        for (ga, gb), size in covered.items():
+            if size != groups[ga].size:
+                broken[ga] = broken[gb] = True
         for gi, g in enumerate(groups):
             if g.role in ("input", "token", "position", "bias") or bool(fixed[g.start : g.stop].any()):
                 broken[gi] = True
@@ -202,7 +209,9 @@ class SymmetryDeclarations:
             broken[m] and groups[m].role != "head" for m in member_groups
         ):
             return touched
-        within = outer.get(hi, 1)
+        router = self.rel.allocations[int(self.alloc[hg.start])].name == "router"
+        # experts only move inside the sets their router picks from (DeepSeek-V3's expert groups)
+        within = segments[hi] if router else outer.get(hi, 1)
         labels_heads = True
         for m in member_groups:
             g = groups[m]
@@ -210,7 +219,9 @@ class SymmetryDeclarations:
             if not bool((lab == lab[:1]).all()):
                 labels_heads = False
         if labels_heads and count // within > 1:
-            self.b.permutable_heads(hg, *(groups[m] for m in member_groups), within=within)
+            sym = self.b.permutable_heads(hg, *(groups[m] for m in member_groups), within=within)
+            if router:  # expert e is the one router unit e picks by convention: checked at conversion
+                self.b.meta.setdefault("routed_experts", []).append(repr(sym))
         # within heads: each directly attached class of neurons on its own, unless labels tell the
         # neurons of a head apart (RoPE) or key/value neurons are shared across heads (GQA pairs)
         seen = set()

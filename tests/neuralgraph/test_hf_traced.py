@@ -27,7 +27,7 @@ CONFIGS = {
     "phi3": dict(TEXT, num_key_value_heads=3),
     # one layer applied at every depth (head nodes joined across applications)
     "albert": dict(TEXT, embedding_size=12),
-    # relative position bias: the head permutation the trace cannot tie to the bias table is dropped
+    # relative position bias: a table with one column per head, tied to the head nodes
     "mpnet": dict(TEXT),
     # mixture of experts, traced with the eager experts (one linear per expert on its tokens)
     "mixtral": dict(TEXT, num_key_value_heads=1, num_local_experts=3, num_experts_per_tok=2),
@@ -81,9 +81,24 @@ def test_layer_shared_across_depth_has_one_head_group():
 
 
 def test_symmetry_the_graph_cannot_carry_is_dropped_and_recorded():
+    from neuralgraph import edge_types as et
+    from neuralgraph.build import GraphBuilder
+    from neuralgraph.trace.selfcheck import keep_structural_symmetries
+
+    b = GraphBuilder([])
+    x, h, y = b.group("x", 2, role="input"), b.group("h", 3, role="hidden"), b.group("y", 2, role="output")
+    b.connect(x, h[:2], et.RESIDUAL)  # unit 2 of h is reached otherwise than units 0 and 1
+    b.connect(h, y, et.RESIDUAL)
+    b.permutable(h)
+    graph = keep_structural_symmetries(b.build(lpe=0))
+    assert graph.meta.get("dropped_symmetries") and not graph.symmetries
+
+
+def test_relative_position_table_ties_heads_across_layers():
     graph = ng.convert(tiny("mpnet"), lpe=0)
-    assert graph.meta.get("dropped_symmetries"), "the relative-bias head permutation is not an automorphism"
-    assert all(type(s).__name__ != "PermutableHeads" for s in graph.symmetries)
+    assert not graph.meta.get("dropped_symmetries")
+    heads = [s for s in graph.symmetries if type(s).__name__ == "PermutableHeads"]
+    assert len(heads) == 1 and len(heads[0].members) == 4, "one shared table: both layers' heads move together"
 
 
 def test_mask_token_inputs_only_where_the_model_has_one():
@@ -145,7 +160,9 @@ def test_expert_units_permute_inside_each_expert_and_the_model_keeps_its_experts
     graph = ng.convert(model, lpe=0)
     assert model.config._experts_implementation == chosen
     experts = [s for s in graph.symmetries if type(s).__name__ == "Permutable" and "experts" in s.groups[0]]
-    assert len(experts) == 3 * 2  # every expert of both layers
+    assert len(experts) == 2 and all(s.segments == 3 for s in experts)  # inside each of 3 experts, both layers
+    routed = [s for s in graph.symmetries if repr(s) in graph.meta["routed_experts"]]
+    assert len(routed) == 2  # and the experts permute with their router's rows
 
 
 class SliceAssembled(nn.Module):

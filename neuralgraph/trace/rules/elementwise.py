@@ -74,10 +74,13 @@ def pin_by_data(flow: Dataflow, ids: torch.Tensor, data: torch.Tensor) -> None:
     """A data tensor that varies along a neuron axis gives those neurons labels (RoPE's angles,
     a constant table): only neurons at the same coordinate may be exchanged."""
     shape = (1,) * (ids.ndim - data.ndim) + tuple(data.shape)
+    buffer = getattr(flow.value(data), "buffer", None)
     for k in range(ids.ndim):
         if shape[k] > 1 and flow.varies(ids, k):
             coords = torch.arange(ids.shape[k]).reshape([-1 if j == k else 1 for j in range(ids.ndim)]).expand(ids.shape)
             flow.rel.label(ids, coords)
+            if buffer is not None and data.numel() == shape[k]:  # a buffer with one entry per neuron
+                flow.rel.buffers_along.append((buffer, ids.movedim(k, -1).reshape(-1, shape[k])[0].clone()))
 
 
 def _copy_into_view(flow: Dataflow, op: Op) -> bool:
@@ -170,6 +173,9 @@ def _binary(flow: Dataflow, op: Op) -> None:
 
 def combine(flow: Dataflow, op: Op, units, ids, shape) -> Units:
     """Two or more different neurons combined elementwise (a residual sum, a gate)."""
+    heads = _per_head_bias(flow, op, ids)
+    if heads is not None:
+        return Units(heads.clone(), False)
     single = [i for i, x in enumerate(ids) if x.numel() > 1 and bool((x == x.reshape(-1)[0]).all())]
     if single and len(single) < len(ids):
         # one neuron broadcast over many (Qwen2-MoE's sigmoid gate on its shared expert): it scales
@@ -206,6 +212,33 @@ def combine(flow: Dataflow, op: Op, units, ids, shape) -> Units:
     for j in range(rows.shape[1]):
         _tie(flow, rows[:, j], new, op.name)
     return Units(new[inverse].reshape(shape), True)
+
+
+def _head_mask(flow: Dataflow, ids: torch.Tensor) -> torch.Tensor:
+    """Per element of ``ids``: whether it is a head node (attention scores carry head ids)."""
+    starts = torch.tensor([a.start for a in flow.rel.allocations])
+    heads = torch.tensor([a.role == "head" for a in flow.rel.allocations])
+    return heads[torch.bucketize(ids.contiguous(), starts, right=True) - 1]
+
+
+def _per_head_bias(flow: Dataflow, op: Op, ids: list[torch.Tensor]) -> torch.Tensor | None:
+    """A table with one column per head added to attention scores (T5's, MPNet's and Swin's
+    relative position biases): its column for head ``h`` is head ``h``'s, so the neurons that
+    carry it are merged into the head nodes, and permuting heads moves the table's columns. The
+    head ids, or None where this is no such sum (one side all head nodes, the other none, paired
+    one to one)."""
+    if len(ids) != 2 or not op.name.startswith(("aten.add", "aten.sub")):
+        return None
+    side = [flow.is_head(int(i.reshape(-1)[0])) for i in ids]
+    if sum(side) != 1:
+        return None
+    scores, table = (ids[0], ids[1]) if side[0] else (ids[1], ids[0])
+    pairs = unique_pairs(scores, table)
+    one_to_one = pairs[:, 0].unique().numel() == pairs[:, 1].unique().numel() == pairs.shape[0]
+    if not one_to_one or not bool(_head_mask(flow, pairs[:, 0]).all()) or bool(_head_mask(flow, pairs[:, 1]).any()):
+        return None
+    flow.rel.merge(pairs[:, 0], pairs[:, 1])
+    return scores
 
 
 def _reordered(flow: Dataflow, a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -3,6 +3,8 @@ create neurons and the parameter edges into them."""
 
 from __future__ import annotations
 
+from math import prod
+
 import torch
 from torch.utils._pytree import tree_map
 
@@ -32,7 +34,30 @@ def _linear(flow: Dataflow, x: torch.Tensor, w: Elems, out_shape, what: str) -> 
         flow.rel.dense.append(DenseRelation(neurons, dst, w.materialized(offsets), et.CONV, flow.param_name(w.first())))
     else:
         flow.rel.dense.append(DenseRelation(src, dst, w.unsqueeze(-1), et.LINEAR, flow.param_name(w.first())))
+    picked = expert_slice(w)
+    if picked is not None:  # one expert's weight, a slice of all experts' stacked weights
+        flow.rel.expert_slices.append((w.spec.name, *picked, len(flow.rel.routers), dst))
     return Units(dst.expand(out_shape).clone(), True)
+
+
+def expert_slice(w: Elems) -> tuple[int, int] | None:
+    """``(slices, slice)`` where ``w`` is exactly ``P[slice]`` of a stacked 3-d parameter ``P``
+    (``slices`` experts' weights, one matrix each), else None."""
+    s = w.strided()
+    if s is None or len(w.spec.shape) != 3:
+        return None
+    first, shape, strides = s
+    count = w.spec.shape[0]
+    per = w.spec.numel // count
+    at = first - w.spec.offset
+    if prod(shape) != per or at % per:
+        return None
+    expect = 1
+    for st, n in sorted((st, n) for n, st in zip(shape, strides) if n > 1):
+        if st != expect:
+            return None
+        expect *= n
+    return count, at // per
 
 
 def _positions(flow: Dataflow, src: torch.Tensor, w: Elems, what: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ import torch
 from ..dataflow import Dataflow, TraceError
 from ..record import Op
 from ..values import Data, Params, Units
+from ..rows import unique_rows
 from .registry import data_origin, set_all, tensors_of, rule
 
 
@@ -123,6 +124,8 @@ def _along(flow: Dataflow, op: Op) -> None:
         dims = [op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", -1)]
     if any(flow.varies(v.ids, d % x.ndim) for d in dims):  # order along neurons: no symmetry survives
         flow.opaque(op, "depends on the order of neurons")
+        if op.name == "aten.topk":
+            _route(flow, v.ids, dims[0] % x.ndim)
         return
     first = outs[0]
     index = [slice(None)] * x.ndim
@@ -135,6 +138,17 @@ def _along(flow: Dataflow, op: Op) -> None:
     flow.set(first, Data("const") if op.name == "aten.argsort" else Units(ids, False))
     for t in outs[1:]:
         flow.set(t, Data("const"))
+
+
+def _route(flow: Dataflow, ids: torch.Tensor, dim: int) -> None:
+    """``topk`` over neurons picks some by value (a router choosing experts): which are picked stays
+    the same under permutations inside each set it picks from (recorded as a reduction), and a
+    single set is recorded as a router; its neurons stay fixed (the indices are data) unless
+    :mod:`neuralgraph.trace.experts` finds experts picked by them, which move with them."""
+    sets = unique_rows(ids.movedim(dim, -1).reshape(-1, ids.shape[dim]))
+    flow.rel.reduce(sets)
+    if sets.shape[0] == 1:
+        flow.rel.routers.append(sets[0].clone())
 
 
 CREATION_LIKE = ("aten.zeros_like", "aten.ones_like", "aten.full_like", "aten.empty_like", "aten.rand_like",
