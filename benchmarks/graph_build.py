@@ -20,6 +20,10 @@ the same run. The Llama-3.1-8B rows skip the LPE (8B edges; see the 1B row for i
 the library's default converter and runs ``neuralgraph.verify`` (``trials=8``; these graphs have
 over 5M edges, so verify samples: all symmetries together, 7 single symmetries and 8 ways of
 breaking one). "peak" is again the subprocess's maximum RSS, model and Python included.
+"dense feat MB" is what ``edge_features`` would allocate for one float32 state (every edge as wide as
+the widest kernel: computed, not built), "packed MB" what ``edge_features(..., packed=True)`` did
+allocate (each block at its own width; its round trip is checked), "NiNo edges" the edges after
+``split_kernels(9)``, the graph a NiNo model reading 9 slots per edge receives.
 """
 
 from __future__ import annotations
@@ -120,17 +124,23 @@ g = neuralgraph.convert(model, lpe=0)
 t1 = time.perf_counter()
 report = neuralgraph.verify(model, g, trials=trials)
 t2 = time.perf_counter()
+theta = neuralgraph.flatten_params(model)
+packed = g.edge_features(theta, packed=True)  # one state, each block at its own width
+exact = torch.equal(g.to_params(packed), theta)
+split = g.split_kernels(9)  # what a NiNo model reading 9 slots gets
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(dict(params=g.num_params, edges=g.num_edges, width=g.max_feat_size, converter=g.meta.get("converter"),
                       convert=t1 - t0, verify=t2 - t1, passed=bool(report), good=report.good_trials,
-                      bad=report.bad_trials, inert=report.inert_trials, peak_mb=peak / 1024)))
+                      bad=report.bad_trials, inert=report.inert_trials, peak_mb=peak / 1024,
+                      packed_mb=packed.nbytes / 2**20, dense_mb=g.num_edges * g.max_feat_size * 4 / 2**20,
+                      packed_exact=exact, split_edges=split.num_edges, split_width=split.max_feat_size)))
 """
 
 
 def verify_table(only: str, trials: int) -> None:
     """Real-size convert + verify, one subprocess per model."""
     header = (f"{'model':<14}{'converter':>11}{'params':>14}{'edges':>14}{'width':>6}{'convert s':>10}{'verify s':>9}"
-              f"{'checks':>14}{'result':>8}{'peak MB':>9}")
+              f"{'checks':>14}{'result':>8}{'peak MB':>9}{'dense feat MB':>14}{'packed MB':>10}{'NiNo edges':>14}")
     print(header)
     print("-" * len(header))
     for name, cfg_cls, model_cls, kwargs in VERIFY_CONFIGS:
@@ -144,7 +154,9 @@ def verify_table(only: str, trials: int) -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         checks = f"{r['good']}g/{r['bad']}b/{r['inert']}i"
         print(f"{name:<14}{r['converter'] or '':>11}{r['params']:>14,}{r['edges']:>14,}{r['width']:>6}{r['convert']:>10.2f}"
-              f"{r['verify']:>9.1f}{checks:>14}{'passed' if r['passed'] else 'FAILED':>8}{r['peak_mb']:>9.0f}")
+              f"{r['verify']:>9.1f}{checks:>14}{'passed' if r['passed'] else 'FAILED':>8}{r['peak_mb']:>9.0f}"
+              f"{r['dense_mb']:>14,.0f}{r['packed_mb']:>10,.0f}{'' if r['packed_exact'] else ' (round trip FAILED)'}"
+              f"{r['split_edges']:>14,}")
 
 
 def main() -> None:
