@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DISK", "allocate_history", "history_place"]
+__all__ = ["DISK", "allocate_history", "history_place", "record_column"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,17 @@ def allocate_history(num_params: int, ctx: int, dtype: torch.dtype, place: torch
         weakref.finalize(history, _remove, path)
     log.info("recording states in %s (%.2f GB, memory-mapped)", path, numel * history.element_size() / 1e9)
     return history
+
+
+def record_column(column: torch.Tensor, params) -> None:
+    """Copy ``params`` (flat-vector order) into one state column ``[P]`` of a history, without a
+    whole-model temporary."""
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            column[offset : offset + n].copy_(p.detach().reshape(-1))
+            offset += n
 
 
 def _remove(path: Path) -> None:

@@ -35,7 +35,7 @@ import neuralgraph
 from neuralgraph.params import check_finite, normalize_specs
 
 from .distributed import predict_synced, unwrap_model
-from .history_store import allocate_history, history_place
+from .history_store import allocate_history, history_place, record_column
 from .nowcasters import Nowcaster, resolve
 from .parts import GraphPart, context_hops, layer_parts
 
@@ -62,10 +62,24 @@ def check_distributed_mode(value: Any) -> str:
     return value
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def period_schedule(period: Any, ctx: Any, predictor: Any, owner: str) -> tuple[int, int, int, Nowcaster]:
+    """``(period, ctx, interval, nowcaster)`` after checking them: positive, ``period`` a multiple of
+    ``ctx`` (a state every ``interval = period // ctx`` steps), ``ctx`` what the predictor reads.
+    ``owner`` names the caller in messages ("wrapper", "callback")."""
+    period, ctx = positive_int("period", period), positive_int("ctx", ctx)
+    if period % ctx:
+        raise ValueError(f"period ({period}) must be a multiple of ctx ({ctx}): a state is recorded every period/ctx steps")
+    nowcaster: Nowcaster = resolve(predictor)
+    want = getattr(nowcaster, "ctx", None)
+    if want is not None and want != ctx:
+        raise ValueError(f"predictor {nowcaster.name} reads ctx={want} states but the {owner} was given ctx={ctx}")
+    return period, ctx, period // ctx, nowcaster
 
 
 def horizon_schedule(max_train_steps: int, period: int, seq_len: int = 40, power: float = 2.0) -> list[int]:
@@ -75,9 +89,9 @@ def horizon_schedule(max_train_steps: int, period: int, seq_len: int = 40, power
     >>> horizon_schedule(10_000, 1000)
     [40, 33, 26, 21, 16, 11, 8, 5, 3, 1]
     """
-    _positive_int("max_train_steps", max_train_steps)
-    _positive_int("period", period)
-    _positive_int("seq_len", seq_len)
+    positive_int("max_train_steps", max_train_steps)
+    positive_int("period", period)
+    positive_int("seq_len", seq_len)
     if not power > 0:
         raise ValueError(f"power must be positive, got {power!r}")
     n = max(1, max_train_steps // period)
@@ -162,16 +176,8 @@ class NiNo(Optimizer):
         self._warned_capturable_if_run_uncaptured = True
         self._patch_step_function()
 
-        self.period = _positive_int("period", period)
-        self.ctx = _positive_int("ctx", ctx)
-        self.max_train_steps = _positive_int("max_train_steps", max_train_steps)
-        if period % ctx:
-            raise ValueError(f"period ({period}) must be a multiple of ctx ({ctx}): a state is recorded every period/ctx steps")
-        self.interval = period // ctx
-        self.predictor: Nowcaster = resolve(predictor)
-        want = getattr(self.predictor, "ctx", None)
-        if want is not None and want != ctx:
-            raise ValueError(f"predictor {self.predictor.name} reads ctx={want} states but the wrapper was given ctx={ctx}")
+        self.period, self.ctx, self.interval, self.predictor = period_schedule(period, ctx, predictor, "wrapper")
+        self.max_train_steps = positive_int("max_train_steps", max_train_steps)
         self.per_block = bool(per_block)
         self.distributed = check_distributed_mode(distributed)
         by_parts = self.per_block or self.distributed == "split"
@@ -362,12 +368,7 @@ class NiNo(Optimizer):
                 self.num_params, self.ctx, self.state_dtype, getattr(self, "_history_place", self.state_device)
             )
         column = self._history[:, self._recorded]
-        offset = 0
-        with torch.no_grad():
-            for p in self._params:
-                n = p.numel()
-                column[offset : offset + n].copy_(p.detach().reshape(-1))
-                offset += n
+        record_column(column, self._params)
         # one isfinite pass; the state is not counted when it fails (the next record overwrites it)
         check_finite(
             column,

@@ -26,8 +26,7 @@ import torch
 from transformers import TrainerCallback
 
 from .. import distributed
-from ..nowcasters import Nowcaster, resolve
-from ..optim import check_distributed_mode, horizon_schedule
+from ..optim import check_distributed_mode, horizon_schedule, period_schedule
 from ..parts import context_hops, layer_parts
 from .history import SlotHistory
 from .loss_probe import LossProbe
@@ -40,12 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["NiNoCallback"]
 
 log = logging.getLogger(__name__)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class NiNoCallback(TrainerCallback):
@@ -97,15 +90,7 @@ class NiNoCallback(TrainerCallback):
         progress: bool = True,
         progress_delay: float = 2.0,
     ) -> None:
-        self.period = _positive_int("period", period)
-        self.ctx = _positive_int("ctx", ctx)
-        if period % ctx:
-            raise ValueError(f"period ({period}) must be a multiple of ctx ({ctx}): a state is recorded every period/ctx steps")
-        self.interval = period // ctx
-        self.predictor: Nowcaster = resolve(predictor)
-        want = getattr(self.predictor, "ctx", None)
-        if want is not None and want != ctx:
-            raise ValueError(f"predictor {self.predictor.name} reads ctx={want} states but the callback was given ctx={ctx}")
+        self.period, self.ctx, self.interval, self.predictor = period_schedule(period, ctx, predictor, "callback")
         if not power > 0:
             raise ValueError(f"power must be positive, got {power!r}")
         if lr_interval is not None and (isinstance(lr_interval, bool) or not 0 < float(lr_interval) < math.inf):

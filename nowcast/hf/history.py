@@ -18,7 +18,7 @@ import torch
 
 from neuralgraph.params import check_finite, normalize_specs
 
-from ..history_store import allocate_history, history_place
+from ..history_store import allocate_history, history_place, record_column
 
 __all__ = ["SlotHistory"]
 
@@ -63,12 +63,7 @@ class SlotHistory:
         if self._states is None:
             self._states = allocate_history(self.num_params, self.ctx, self.dtype, self.place)
         column = self._states[:, slot]
-        offset = 0
-        with torch.no_grad():
-            for p in self.params:
-                n = p.numel()
-                column[offset : offset + n].copy_(p.detach().reshape(-1))
-                offset += n
+        record_column(column, self.params)
         check_finite(
             column, self._specs,
             f"step {step}: the parameters to record as state {slot + 1} of {self.ctx} are not finite (training diverged)",
