@@ -51,7 +51,7 @@ transformers.logging.set_verbosity_error()
 ckpt, family, cfg, dtype, k, lr_interval = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5]), json.loads(sys.argv[6])
 dtype = getattr(torch, dtype)
 torch.manual_seed(0)
-torch.set_default_dtype(dtype if dtype != torch.float32 else torch.float32)
+torch.set_default_dtype(dtype)  # build the model in the history's dtype (bf16 for Llama-1B)
 if family == "gpt2":
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg))
 else:
