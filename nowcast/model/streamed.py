@@ -112,6 +112,20 @@ def _in_degrees(blocks: torch.Tensor, n_nodes: int, like: torch.Tensor) -> torch
     return counts.clamp_(min=1).unsqueeze(1)
 
 
+NODE_CHUNK = 1 << 14
+"""Nodes per row chunk of a node update: its temporaries stay small next to the node states."""
+
+
+def _update_nodes(conv: Any, x: torch.Tensor, total: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """A layer's node update ``silu(lin(post([x || total / counts])))``, row chunk by row chunk,
+    written over ``total``: no ``[N, 2 * hid]`` concatenation or other whole-graph temporary."""
+    post = conv.post_nns[0][0]
+    for i in range(0, x.shape[0], NODE_CHUNK):
+        rows = slice(i, i + NODE_CHUNK)
+        total[rows] = F.silu(conv.lin(post(torch.cat([x[rows], total[rows] / counts[rows]], dim=-1))))
+    return total
+
+
 def streamed_forward(model: Any, data: Any, source: Any, horizons: torch.Tensor, chunk: int,
                      progress: Any = None) -> None:
     """Predicted changes of a GNN :class:`nowcast.NiNoModel` over ``data.blocks``, handed to
@@ -166,8 +180,10 @@ def streamed_forward(model: Any, data: Any, source: Any, horizons: torch.Tensor,
                 total[p.dst] += message
             if progress is not None:
                 progress(p.stop - p.start)
-        x = F.silu(conv.lin(conv.post_nns[0][0](torch.cat([x, total / counts], dim=-1))))
+        del target_term, source_term  # node states kept: x, the update terms, one aggregate
+        x = _update_nodes(conv, x, total, counts)
         update_terms.append((updates[layer].lin_s(x), updates[layer].lin_t(x)))
+    x = total = None  # the last pass reads the update terms only
 
     n_k = horizons.numel()
     for p in pieces(blocks, chunk):
