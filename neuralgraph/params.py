@@ -21,6 +21,7 @@ from torch import nn
 from .errors import NonFiniteError, ParameterMismatchError
 
 __all__ = [
+    "all_finite",
     "ParamSpec",
     "ParamView",
     "StackedView",
@@ -341,6 +342,12 @@ def _element(shape: tuple[int, ...], index: int) -> tuple[int, ...]:
 _FINITE_CHUNK = 1 << 22  # rows per isfinite pass of check_finite
 
 
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN or Inf, checked in row chunks: ``torch.isfinite`` of a whole
+    float tensor makes temporaries larger than the tensor itself (its absolute values, masks)."""
+    return all(bool(torch.isfinite(rows).all()) for rows in values.split(_FINITE_CHUNK))
+
+
 def check_finite(
     values: torch.Tensor, params: Sequence[ParamSpec] | None, what: str, *, order: str = "counting from 0"
 ) -> None:
@@ -352,8 +359,8 @@ def check_finite(
     that parameter and, for a stack, its state. ``what`` says what was checked ("states", ...);
     ``order`` how states are numbered (for a history: "0 = oldest").
     """
-    if all(bool(torch.isfinite(rows).all()) for rows in values.split(_FINITE_CHUNK)):
-        return  # checked in row chunks: no [P, T] boolean temporary on the path that passes
+    if all_finite(values):
+        return  # checked in row chunks: no [P, T] temporary on the path that passes
     bad = ~torch.isfinite(values)
     state = None
     if values.ndim == 2:

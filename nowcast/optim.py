@@ -32,11 +32,11 @@ from torch import nn
 from torch.optim import Optimizer
 
 import neuralgraph
-from neuralgraph.params import check_finite, normalize_specs
+from neuralgraph.params import all_finite, check_finite, normalize_specs
 
 from .distributed import predict_synced, unwrap_model
 from .history_store import allocate_history, history_place, record_column
-from .nowcasters import Nowcaster, resolve
+from .nowcasters import Nowcaster, follow_device, resolve
 from .parts import GraphPart, context_hops, layer_parts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -203,6 +203,7 @@ class NiNo(Optimizer):
             self._parts = layer_parts(self.graph, context_hops=context_hops(self.predictor))
 
         first = self._params[0]
+        follow_device(self.predictor, predictor, first.device)  # a loaded model steps where training runs
         self._history_place = history_place(state_device, first.device)
         self.state_device = self._history_place if isinstance(self._history_place, torch.device) else torch.device("cpu")
         self.state_dtype = functools.reduce(torch.promote_types, (p.dtype for p in self._params))
@@ -396,7 +397,7 @@ class NiNo(Optimizer):
             ).to(device=states.device, dtype=states.dtype)
         if theta.shape != (self.num_params,):
             raise ValueError(f"predictor {self.predictor.name} returned {tuple(theta.shape)}, expected [{self.num_params}]")
-        if not bool(torch.isfinite(theta).all()):
+        if not all_finite(theta):
             bad = int((~torch.isfinite(theta)).sum())
             message = (
                 f"NiNo step {step}: the {self.predictor.name} prediction (k={k}) has {bad} NaN/Inf value(s); "

@@ -104,7 +104,7 @@ def predict(
     k = check_k(k)
     states = check_states(states, graph)
     if not isinstance(model, NiNoModel):
-            model = resolve(model)  # once: a checkpoint path is read here, not once per part
+        model = resolve(model)  # once: a checkpoint path is read here, not once per part
     if not per_block:
         return _predict_whole(graph, states, k, model, pos, edge_chunk, lr_interval)
     if pos is not None:

@@ -23,6 +23,7 @@ from neuralgraph.cli_args import (
     positive_int,
     torch_device,
 )
+from neuralgraph.params import all_finite
 
 from ..nowcasters import resolve
 from ..optim import horizon_schedule
@@ -252,7 +253,7 @@ def _step(args: argparse.Namespace) -> int:
         theta = predict(graph, states[:, -ctx:], k, predictor, per_block=args.per_block, lr_interval=lr_interval)
         source = str(inputs[0])
         info = {"predictor": predictor.name, "k": k, "source": source}
-        if not bool(torch.isfinite(theta).all()):
+        if not all_finite(theta):
             raise InputError(f"the {predictor.name} prediction contains NaN/Inf; nothing written")
         if out.suffix != inputs[0].suffix:
             log.warning("writing %s in the input's format (%s)", out, inputs[0].suffix)
@@ -262,7 +263,7 @@ def _step(args: argparse.Namespace) -> int:
         dirs, model, states = _read_checkpoints(_checkpoint_dirs(inputs), ctx)
         graph = neuralgraph.convert(model) if (predictor.needs_graph or args.per_block) else None
         theta = predict(graph, states, k, predictor, per_block=args.per_block, lr_interval=lr_interval)
-        if not bool(torch.isfinite(theta).all()):
+        if not all_finite(theta):
             raise InputError(f"the {predictor.name} prediction contains NaN/Inf; nothing written")
         _write_checkpoint(model, theta, dirs[-1], out)
         source = ", ".join(str(d) for d in dirs)

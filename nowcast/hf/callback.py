@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import TrainerCallback
 
+from neuralgraph.params import all_finite
+
 from .. import distributed
+from ..nowcasters import follow_device
 from ..optim import check_distributed_mode, horizon_schedule, period_schedule
 from ..parts import context_hops, layer_parts
 from .history import SlotHistory
@@ -91,6 +94,7 @@ class NiNoCallback(TrainerCallback):
         progress_delay: float = 2.0,
     ) -> None:
         self.period, self.ctx, self.interval, self.predictor = period_schedule(period, ctx, predictor, "callback")
+        self._spec = predictor  # a loaded model follows the Trainer's device at train start
         if not power > 0:
             raise ValueError(f"power must be positive, got {power!r}")
         if lr_interval is not None and (isinstance(lr_interval, bool) or not 0 < float(lr_interval) < math.inf):
@@ -160,6 +164,7 @@ class NiNoCallback(TrainerCallback):
         by_parts = self.per_block or self.distributed == "split"
         needs_graph = bool(self.predictor.needs_graph) or by_parts
         self.selection = select_parameters(model, needs_graph=needs_graph, graph=self._given_graph)
+        follow_device(self.predictor, self._spec, self.selection.params[0].device)  # a loaded model steps there
         self.history = SlotHistory(self.selection.names, self.selection.params, self.ctx, self.state_device)
         if by_parts:
             self._parts = layer_parts(self.selection.graph, context_hops=context_hops(self.predictor))
@@ -241,7 +246,7 @@ class NiNoCallback(TrainerCallback):
             per_block=self._parts is not None, parts=self._parts, lr_interval=lr_interval,
             split=self.distributed == "split", progress=self._progress_bar(k),
         )
-        if not bool(torch.isfinite(theta).all()):
+        if not all_finite(theta):
             bad = int((~torch.isfinite(theta)).sum())
             message = (
                 f"NiNoCallback step {g}: the {self.predictor.name} prediction (k={k}) has {bad} NaN/Inf value(s); "

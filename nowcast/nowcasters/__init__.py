@@ -6,9 +6,9 @@ from .base import Nowcaster
 from .baselines import WNN, Linefit, LinefitPlus
 from .model_nowcaster import ModelNowcaster, NiNoPredictor, WNNPlus
 from .regime_router import RegimeRouter
-from .resolver import load_checkpoint, resolve, resolve_spec
+from .resolver import follow_device, load_checkpoint, resolve, resolve_spec
 
 __all__ = [
     "Linefit", "LinefitPlus", "ModelNowcaster", "NiNoPredictor", "Nowcaster", "RegimeRouter", "WNN", "WNNPlus",
-    "load_checkpoint", "resolve", "resolve_spec",
+    "follow_device", "load_checkpoint", "resolve", "resolve_spec",
 ]

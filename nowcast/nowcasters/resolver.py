@@ -28,6 +28,8 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
+
 from ..model import DEFAULT_EDGE_CHUNK, NiNoModel
 from ..model.checkpoint import load_directory, load_official
 from ..paths import search_roots, shared_dirs
@@ -42,6 +44,7 @@ __all__ = [
     "Resolved",
     "SHIPPED_CHECKPOINT",
     "default_checkpoint",
+    "follow_device",
     "load_checkpoint",
     "resolve",
     "resolve_spec",
@@ -155,6 +158,19 @@ def _move(nowcaster: Any, device: Any) -> Any:
             nowcaster.to(device)
         else:
             nowcaster.model.to(device)
+    return nowcaster
+
+
+def follow_device(nowcaster: Any, spec: Any, device: Any) -> Any:
+    """Move a predictor the library loaded itself (``spec`` was a name or a checkpoint path) to the
+    accelerator the trained network is on, so that its step runs there (the history follows when
+    it fits, :mod:`nowcast.nowcasters.model_nowcaster`). A predictor object the caller passed is never
+    moved, nor anything to the CPU. Returns ``nowcaster``."""
+    if device is None or not isinstance(spec, (str, os.PathLike)) or torch.device(device).type == "cpu":
+        return nowcaster
+    if hasattr(nowcaster, "to") or isinstance(getattr(nowcaster, "model", None), NiNoModel):
+        _move(nowcaster, device)
+        log.info("predictor %s moved to %s, the trained network's device", getattr(nowcaster, "name", spec), device)
     return nowcaster
 
 

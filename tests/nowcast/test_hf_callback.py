@@ -210,3 +210,14 @@ def test_per_block_shows_a_progress_line_and_matches_the_whole_model(saved_run, 
     trainer = run_trainer(tiny_gpt2(), training_args(tmp_path, disable_tqdm=False), [callback])
     assert "NiNo jump (k=40)" in capsys.readouterr().err
     assert torch.equal(flat(trainer.model), params)  # Linefit+ per block = Linefit+ on the whole model
+
+
+def test_a_loaded_predictor_follows_the_trainers_device(tmp_path, monkeypatch):
+    import nowcast.hf.callback
+
+    small_nino().save(tmp_path / "mine")
+    seen = []
+    monkeypatch.setattr(nowcast.hf.callback, "follow_device", lambda nowcaster, spec, device: seen.append((spec, device)))
+    model = tiny_gpt2()
+    run_trainer(model, training_args(tmp_path / "out", steps=2), [NiNoCallback(str(tmp_path / "mine"), period=5)])
+    assert seen == [(str(tmp_path / "mine"), next(model.parameters()).device)]

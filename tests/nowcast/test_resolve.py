@@ -201,3 +201,32 @@ def test_analysis_pca_embeds_with_the_routed_default(tmp_path, capsys):
                               "--checkpoint", routed, "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "pca_embeddings.png").is_file()
+
+
+def test_a_loaded_predictor_follows_the_trained_networks_device(tmp_path):
+    small_nino().save(tmp_path / "mine")
+    spec = str(tmp_path / "mine")
+    loaded = nowcast.resolve(spec)
+    assert nowcast.nowcasters.follow_device(loaded, spec, torch.device("meta")) is loaded
+    assert all(p.device.type == "meta" for p in loaded.model.parameters())  # what it loaded itself moves
+    given = NiNoPredictor(small_nino())
+    nowcast.nowcasters.follow_device(given, given, torch.device("meta"))
+    assert all(p.device.type == "cpu" for p in given.model.parameters())  # an object passed in never moves
+    for cpu in (None, "cpu"):
+        kept = nowcast.resolve(spec)
+        nowcast.nowcasters.follow_device(kept, spec, cpu)
+        assert all(p.device.type == "cpu" for p in kept.model.parameters())
+    linefit = nowcast.resolve("linefit")  # nothing to move
+    assert nowcast.nowcasters.follow_device(linefit, "linefit", torch.device("meta")) is linefit
+
+
+def test_the_wrapper_places_its_predictor_by_the_parameters(tmp_path, monkeypatch):
+    import nowcast.optim
+
+    small_nino().save(tmp_path / "mine")
+    seen = []
+    monkeypatch.setattr(nowcast.optim, "follow_device", lambda nowcaster, spec, device: seen.append((spec, device)))
+    net = Layered()
+    nowcast.NiNo(torch.optim.SGD(net.parameters(), lr=0.1), net, str(tmp_path / "mine"), period=5, ctx=5,
+                 max_train_steps=10)
+    assert seen == [(str(tmp_path / "mine"), next(net.parameters()).device)]
