@@ -20,6 +20,7 @@ own working set is the difference.
     python benchmarks/nowcast_step.py --gpt2-124m     # adds GPT-2 124M (minutes)
     python benchmarks/nowcast_step.py --only llama-1b # Llama-3.2-1B shape, bf16 states (an hour on 2 cores)
     python benchmarks/nowcast_step.py --checkpoint DIR --lr-interval 0.12  # a regime-routed checkpoint
+    python benchmarks/nowcast_step.py --device cuda  # the step on a GPU (floor timed there too)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import torch, transformers
 import neuralgraph, nowcast
 transformers.logging.set_verbosity_error()
 ckpt, family, cfg, dtype, k, lr_interval = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5]), json.loads(sys.argv[6])
+device = torch.device(sys.argv[7])
 dtype = getattr(torch, dtype)
 torch.manual_seed(0)
 torch.set_default_dtype(dtype)  # build the model in the history's dtype (bf16 for Llama-1B)
@@ -67,16 +69,22 @@ states = torch.empty(theta.numel(), 5, dtype=dtype)  # a fake 5-state history, b
 for i in range(0, theta.numel(), 1 << 24):
     rows = theta[i : i + (1 << 24)].float().unsqueeze(1)
     states[i : i + (1 << 24)] = rows + 1e-3 * torch.randn(rows.shape[0], 5).cumsum(1)
-del theta
-nino = nowcast.load(ckpt)
+del theta, rows  # rows may be a view of theta: keep nothing of it
+nino = nowcast.load(ckpt).to(device)  # the step runs where the NiNo model is (the history follows if it fits)
+sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 cfgn = nino.config
 h, u, w = cfgn.hid, cfgn.num_edge_updates, graph.split_kernels(cfgn.max_feat_size).max_feat_size * cfgn.ctx
 def edge_states(depth): return w * h + h * h + (depth - 1) * 2 * h * h
 macs = w * 2 * h + sum(edge_states(d) + 2 * h * h for d in range(1, u)) + edge_states(u) + h * h + h
-a, m, c = torch.randn(1 << 16, 128), torch.randn(128, 128), torch.empty(1 << 16, 128)
+rows = 1 << (16 if device.type == "cpu" else 20)
+a, m, c = (torch.randn(n, 128, device=device) for n in (rows, 128, rows))
 torch.mm(a, m, out=c)
-best = min((lambda t: (torch.mm(a, m, out=c), time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(20))
-floor = best * macs * graph.num_edges / ((1 << 16) * 128 * 128)
+def timed():
+    sync(); t = time.perf_counter(); torch.mm(a, m, out=c); sync()
+    return time.perf_counter() - t
+best = min(timed() for _ in range(20))
+floor = best * macs * graph.num_edges / (rows * 128 * 128)
+del a, m, c
 def peak_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM"):
@@ -89,10 +97,13 @@ before = rss_mb()  # the history, the graph, the NiNo model, Python and what ear
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak: the step's own from here
 t2 = time.perf_counter()
 new = nowcast.predict(graph, states, k, nino, lr_interval=lr_interval)
+sync()
 t3 = time.perf_counter()
-assert torch.isfinite(new).all()
+step_peak = peak_mb()  # before the check below, whose temporaries are the benchmark's, not the step's
+gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+assert neuralgraph.params.all_finite(new)
 print(json.dumps(dict(params=graph.num_params, edges=graph.num_edges, graph_s=t1 - t0, step_s=t3 - t2, macs=macs,
-                      floor_s=floor, step_peak_mb=peak_mb(), before_mb=before, states_mb=states.numel() * states.element_size() / 2**20)))
+                      floor_s=floor, step_peak_mb=step_peak, before_mb=before, gpu_mb=gpu_mb, states_mb=states.numel() * states.element_size() / 2**20)))
 """
 
 
@@ -107,6 +118,7 @@ def main() -> None:
     )
     parser.add_argument("--gpt2-124m", action="store_true", help="also run GPT-2 124M (takes minutes)")
     parser.add_argument("--only", choices=sorted(ROWS), nargs="+", help="run these rows only")
+    parser.add_argument("--device", default="cpu", help="where the NiNo model runs, e.g. cuda (default cpu); the history moves there if it fits in half the free memory")
     args = parser.parse_args()
     if not Path(args.checkpoint).exists():
         sys.exit(f"checkpoint not found: {args.checkpoint} (pass --checkpoint PATH)")
@@ -122,14 +134,15 @@ def main() -> None:
     for name in names:
         family, cfg, dtype = ROWS[name]
         out = subprocess.run([sys.executable, "-c", CHILD, args.checkpoint, family, json.dumps(cfg), dtype, str(args.k),
-                              json.dumps(args.lr_interval)], capture_output=True, text=True)
+                              json.dumps(args.lr_interval), args.device], capture_output=True, text=True)
         if out.returncode:
             print(f"{name:<11} failed: {(out.stderr.strip().splitlines() or ['killed'])[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name:<11}{dtype:>9}{r['params']:>15,}{r['edges']:>15,}{r['graph_s']:>9.1f}{r['macs']:>11,}"
               f"{r['floor_s']:>9.1f}{r['step_s']:>9.1f}{r['step_s'] / r['floor_s']:>9.2f}{r['states_mb']:>11,.0f}"
-              f"{r['before_mb']:>15,.0f}{r['step_peak_mb']:>14,.0f}", flush=True)
+              f"{r['before_mb']:>15,.0f}{r['step_peak_mb']:>14,.0f}"
+              + (f"   GPU peak {r['gpu_mb']:,.0f} MB" if r["gpu_mb"] is not None else ""), flush=True)
 
 
 if __name__ == "__main__":
