@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DISK", "allocate_history", "history_place", "record_column"]
+__all__ = ["DISK", "allocate_history", "history_place", "record_column", "write_params"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,18 @@ def record_column(column: torch.Tensor, params) -> None:
         for p in params:
             n = p.numel()
             column[offset : offset + n].copy_(p.detach().reshape(-1))
+            offset += n
+
+
+def write_params(params, theta: torch.Tensor, mask) -> None:
+    """Copy a flat vector ``theta [P]`` (flat-vector order) into the parameters whose ``mask`` entry
+    is True, cast to their dtype: the way back of :func:`record_column`."""
+    offset = 0
+    with torch.no_grad():
+        for p, write in zip(params, mask):
+            n = p.numel()
+            if write:
+                p.copy_(theta[offset : offset + n].view(p.shape))
             offset += n
 
 

@@ -35,7 +35,7 @@ import neuralgraph
 from neuralgraph.params import all_finite, check_finite, normalize_specs
 
 from .distributed import predict_synced, unwrap_model
-from .history_store import allocate_history, history_place, record_column
+from .history_store import allocate_history, history_place, record_column, write_params
 from .nowcasters import Nowcaster, follow_device, resolve
 from .parts import GraphPart, context_hops, layer_parts
 
@@ -80,6 +80,18 @@ def period_schedule(period: Any, ctx: Any, predictor: Any, owner: str) -> tuple[
     if want is not None and want != ctx:
         raise ValueError(f"predictor {nowcaster.name} reads ctx={want} states but the {owner} was given ctx={ctx}")
     return period, ctx, period // ctx, nowcaster
+
+
+def discard_nonfinite(theta: torch.Tensor, where: str, name: str, k: int, instead: str, stacklevel: int) -> bool:
+    """Whether a prediction holds NaN/Inf; if so, says so (a ``RuntimeWarning`` raised ``stacklevel``
+    frames up, and a log line) with ``instead``, what happens in its place."""
+    if all_finite(theta):
+        return False
+    bad = int((~torch.isfinite(theta)).sum())
+    message = f"{where}: the {name} prediction (k={k}) has {bad} NaN/Inf value(s); it is discarded and {instead}"
+    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
+    log.warning(message)
+    return True
 
 
 def horizon_schedule(max_train_steps: int, period: int, seq_len: int = 40, power: float = 2.0) -> list[int]:
@@ -397,24 +409,12 @@ class NiNo(Optimizer):
             ).to(device=states.device, dtype=states.dtype)
         if theta.shape != (self.num_params,):
             raise ValueError(f"predictor {self.predictor.name} returned {tuple(theta.shape)}, expected [{self.num_params}]")
-        if not all_finite(theta):
-            bad = int((~torch.isfinite(theta)).sum())
-            message = (
-                f"NiNo step {step}: the {self.predictor.name} prediction (k={k}) has {bad} NaN/Inf value(s); "
-                "it is discarded and the base optimizer takes this step"
-            )
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-            log.warning(message)
+        if discard_nonfinite(theta, f"NiNo step {step}", self.predictor.name, k, "the base optimizer takes this step",
+                             stacklevel=4):
             self.discarded += 1
             return False
         trainable = self._trainable()
-        offset = 0
-        with torch.no_grad():
-            for p, write in zip(self._params, trainable):
-                n = p.numel()
-                if write:
-                    p.copy_(theta[offset : offset + n].view(p.shape))
-                offset += n
+        write_params(self._params, theta, trainable)
         if self.reset_base_state_after_jump:
             for p, write in zip(self._params, trainable):
                 if write:

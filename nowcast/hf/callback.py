@@ -25,11 +25,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import TrainerCallback
 
-from neuralgraph.params import all_finite
-
 from .. import distributed
 from ..nowcasters import follow_device
-from ..optim import check_distributed_mode, horizon_schedule, period_schedule
+from ..optim import check_distributed_mode, discard_nonfinite, horizon_schedule, period_schedule
 from ..parts import context_hops, layer_parts
 from .history import SlotHistory
 from .loss_probe import LossProbe
@@ -246,14 +244,8 @@ class NiNoCallback(TrainerCallback):
             per_block=self._parts is not None, parts=self._parts, lr_interval=lr_interval,
             split=self.distributed == "split", progress=self._progress_bar(k),
         )
-        if not all_finite(theta):
-            bad = int((~torch.isfinite(theta)).sum())
-            message = (
-                f"NiNoCallback step {g}: the {self.predictor.name} prediction (k={k}) has {bad} NaN/Inf value(s); "
-                "it is discarded and the parameters are left as they are"
-            )
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            log.warning(message)
+        if discard_nonfinite(theta, f"NiNoCallback step {g}", self.predictor.name, k,
+                             "the parameters are left as they are", stacklevel=2):
             self.discarded += 1
             self._pending = {"nino_discarded": float(self.discarded), "nino_k": float(k)}
             return

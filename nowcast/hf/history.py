@@ -18,7 +18,7 @@ import torch
 
 from neuralgraph.params import check_finite, normalize_specs
 
-from ..history_store import allocate_history, history_place, record_column
+from ..history_store import allocate_history, history_place, record_column, write_params
 
 __all__ = ["SlotHistory"]
 
@@ -105,13 +105,7 @@ class SlotHistory:
 
     def write(self, theta: torch.Tensor, mask: Sequence[bool]) -> None:
         """Copy ``theta [P]`` into the parameters whose ``mask`` entry is True (cast to their dtype)."""
-        offset = 0
-        with torch.no_grad():
-            for p, write in zip(self.params, mask):
-                n = p.numel()
-                if write:
-                    p.copy_(theta[offset : offset + n].view(p.shape))
-                offset += n
+        write_params(self.params, theta, mask)
 
     def fingerprint(self) -> str:
         """A SHA-256 of the parameters' current bytes: tells whether a saved history belongs to them."""
